@@ -1,0 +1,47 @@
+# autoprov: `make run` (the stack in the foreground) and `make test` set up what is missing.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run up down test lint stubs bench deps system clean
+
+run: deps
+	$(VENV)/bin/autoprov run
+
+up: deps
+	$(VENV)/bin/autoprov up
+
+down:
+	@if [ -x $(VENV)/bin/autoprov ]; then $(VENV)/bin/autoprov down; fi
+
+test: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# Typed stubs for KSR, generated from the installed Kamailio's app_python.api_list RPC.
+stubs: deps
+	$(VENV)/bin/autoprov kamailio stubs --out typings
+
+bench: deps
+	$(VENV)/bin/python -m tests.bench
+
+deps: system $(STAMP)
+
+system:
+	@scripts/install-system-packages.sh
+
+# Kamailio embeds Debian's /usr/bin/python3, so the venv must be built from that interpreter.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

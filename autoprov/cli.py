@@ -1,0 +1,170 @@
+"""The `autoprov` command (see CONTRACT.md for what each subcommand promises)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from autoprov import config, db, devices, kamailio, kemi_stubs, stack
+from autoprov.config import Settings
+from autoprov.mac import InvalidMacError, normalize
+from autoprov.pgcluster import ClusterError
+
+VENDORS = ("cisco", "panasonic", "yealink")
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def cmd_db_url(settings: Settings, args: argparse.Namespace) -> int:
+    print(db.url(settings))
+    return 0
+
+
+def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    applied = db.migrate(settings)
+    print("\n".join(f"applied {name}" for name in applied) or "database is up to date")
+    return 0
+
+
+def cmd_device_add(settings: Settings, args: argparse.Namespace) -> int:
+    lines = [devices.LineSpec.parse(spec) for spec in args.line]
+    with db.connect(settings) as conn:
+        devices.add(conn, args.mac, args.vendor, args.model, lines)
+    print(f"device {normalize(args.mac)} added")
+    return 0
+
+
+def cmd_device_show(settings: Settings, args: argparse.Namespace) -> int:
+    with db.connect(settings) as conn:
+        info = devices.show(conn, args.mac)
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"device {info['mac']}  vendor {info['vendor']}  model {info['model']}")
+    for line in info["lines"]:
+        state = f"registered ({line['contacts']} contact(s))" if line["registered"] else \
+            "not registered"
+        print(f"  line {line['line']}: {line['aor']}  {state}")
+    if not info["lines"]:
+        print("  no lines")
+    return 0
+
+
+def cmd_device_list(settings: Settings, args: argparse.Namespace) -> int:
+    with db.connect(settings) as conn:
+        rows = devices.listing(conn)
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['mac']}  {row['vendor']:<9}  {row['model']:<12}  {row['lines']} line(s)")
+    return 0
+
+
+def cmd_device_remove(settings: Settings, args: argparse.Namespace) -> int:
+    with db.connect(settings) as conn:
+        devices.remove(conn, args.mac)
+    print(f"device {normalize(args.mac)} removed")
+    return 0
+
+
+def cmd_kamailio_reload(settings: Settings, args: argparse.Namespace) -> int:
+    kamailio.reload_kemi(settings)
+    print("KEMI code reloads in every worker on its next message")
+    return 0
+
+
+def cmd_kamailio_stubs(settings: Settings, args: argparse.Namespace) -> int:
+    api = kamailio.rpc(settings, "app_python.api_list")
+    for path in kemi_stubs.write(api, Path(args.out)):
+        print(path)
+    return 0
+
+
+def cmd_kamailio_command(settings: Settings, args: argparse.Namespace) -> int:
+    print(" ".join(kamailio.command(settings)))
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    return stack.run(settings)
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    stack.up(settings)
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    stack.down(settings)
+    return 0
+
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autoprov", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(parent: Any, name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_)
+        p.set_defaults(handler=handler)
+        return p
+
+    command(sub, "run", cmd_run, "run the whole stack in the foreground")
+    command(sub, "up", cmd_up, "start the stack in the background")
+    command(sub, "down", cmd_down, "stop what `up` started")
+
+    db_parser = sub.add_parser("db", help="database").add_subparsers(dest="db", required=True)
+    command(db_parser, "url", cmd_db_url, "print the database URL in use")
+    command(db_parser, "migrate", cmd_db_migrate, "apply sql/ migrations (safe to repeat)")
+
+    dev = sub.add_parser("device", help="devices").add_subparsers(dest="device", required=True)
+    p = command(dev, "add", cmd_device_add, "create a device")
+    p.add_argument("mac")
+    p.add_argument("--vendor", required=True, choices=VENDORS)
+    p.add_argument("--model", required=True)
+    p.add_argument("--line", action="append", default=[], metavar="N=USER@DOMAIN")
+    p = command(dev, "show", cmd_device_show, "show a device, its lines and their state")
+    p.add_argument("mac")
+    p.add_argument("--json", action="store_true")
+    p = command(dev, "list", cmd_device_list, "list devices")
+    p.add_argument("--json", action="store_true")
+    p = command(dev, "remove", cmd_device_remove, "delete a device")
+    p.add_argument("mac")
+
+    kam = sub.add_parser("kamailio", help="the SIP proxy").add_subparsers(dest="kam",
+                                                                          required=True)
+    command(kam, "reload", cmd_kamailio_reload, "reload the KEMI Python code without a restart")
+    p = command(kam, "stubs", cmd_kamailio_stubs, "write typed KSR stubs from the running proxy")
+    p.add_argument("--out", default="typings")
+    command(kam, "command", cmd_kamailio_command, "print the Kamailio command line")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = config.load()
+        handler: Handler = args.handler
+        return handler(settings, args)
+    except (InvalidMacError, devices.DeviceError, config.ConfigError, ClusterError,
+            stack.StackError, kamailio.RpcError, db.MigrationError) as exc:
+        print(f"autoprov: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        print(f"autoprov: database unavailable: {str(exc).strip()}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

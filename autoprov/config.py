@@ -1,0 +1,146 @@
+"""One configuration for every part: a TOML file plus ``AUTOPROV_<KEY>`` overrides.
+
+Kamailio's embedded Python, the web service and the CLI all call :func:`load`, so a value
+set once is seen everywhere. Relative paths are resolved against the directory of the
+configuration file (the project root by default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "AUTOPROV_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # Where state lives: the private database cluster, TLS material, logs, pid files.
+    var_dir: Path = Path("var")
+    # Empty: use the private PostgreSQL cluster under var_dir/pg on db_port.
+    db_url: str = ""
+    db_port: int = 5433
+    kamailio_schema_dir: Path = Path("/usr/share/kamailio/postgres")
+    kamailio_binary: str = "kamailio"
+    # Kamailio's listen sockets, in its own syntax (proto:address:port).
+    sip_listen: tuple[str, ...] = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+    sip_children: int = 4
+    sip_shm_mb: int = 256
+    sip_debug: int = 2
+    # Identifies this node in location.server_id when several proxies share one database.
+    sip_server_id: int = 1
+    public_host: str = "localhost"
+    http_bind: str = "127.0.0.1"
+    http_port: int = 1445
+    https_port: int = 1444
+    # Empty: development material created under var_dir/tls.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # Operators' template overrides: a file here wins over the shipped one of the same name.
+    template_dir: str = ""
+
+    @property
+    def kamailio_cfg(self) -> Path:
+        return ROOT / "kamailio.cfg"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.var_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.var_dir / "log"
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.var_dir / "pg"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.var_dir / "tls"
+
+    @property
+    def rpc_socket(self) -> Path:
+        return self.run_dir / "kamailio-rpc.sock"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as AUTOPROV_* variables, for child processes (Kamailio's Python)."""
+        env = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            env[ENV_PREFIX + field.name.upper()] = str(value)
+        return env
+
+
+def _coerce(name: str, default: Any, raw: Any) -> Any:
+    """Turn a TOML or environment value into the type of the field's default."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, str):
+                return raw.strip().lower() in {"1", "true", "yes", "on"}
+            return bool(raw)
+        if isinstance(default, int):
+            if isinstance(raw, bool):
+                raise TypeError
+            return int(raw)
+        if isinstance(default, tuple):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if isinstance(default, Path):
+            return Path(str(raw))
+        if not isinstance(raw, str):
+            raise TypeError
+        return raw
+    except (TypeError, ValueError):
+        raise ConfigError(f"configuration key {name!r}: cannot use {raw!r}") from None
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get(ENV_PREFIX + "CONFIG") or ROOT / "autoprov.toml").resolve()
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if present) and apply AUTOPROV_* overrides."""
+    env = os.environ if env is None else env
+    path = config_path(env)
+    values: dict[str, Any] = {}
+    if path.exists():
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    defaults = Settings()
+    known = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(Settings)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s): {', '.join(sorted(unknown))}")
+    chosen: dict[str, Any] = {}
+    for name, default in known.items():
+        raw = env.get(ENV_PREFIX + name.upper(), values.get(name))
+        if raw is not None:
+            chosen[name] = _coerce(name, default, raw)
+    base = path.parent
+    for name, default in known.items():
+        value = chosen.get(name, default)
+        if isinstance(default, Path) and not value.is_absolute():
+            chosen[name] = (base / value).resolve()
+    for name in ("tls_cert", "tls_key", "tls_client_ca", "template_dir"):
+        if chosen.get(name):
+            chosen[name] = str((base / chosen[name]).resolve())
+    return Settings(**chosen)

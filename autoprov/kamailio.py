@@ -1,0 +1,85 @@
+"""Running Kamailio from autoprov's configuration, and talking to it over JSON-RPC."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sysconfig
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from autoprov import db
+from autoprov.config import ROOT, Settings
+
+RPC_TIMEOUT = 5.0
+
+
+class RpcError(RuntimeError):
+    """Kamailio did not answer the RPC, or answered with an error."""
+
+
+def python_path(code_root: Path = ROOT) -> str:
+    """Kamailio's embedded interpreter does not see the venv: hand it our packages explicitly."""
+    return os.pathsep.join([str(code_root), sysconfig.get_paths()["purelib"]])
+
+
+def command(settings: Settings, code_root: Path = ROOT) -> list[str]:
+    """The Kamailio command line for these settings (foreground, logging to stderr)."""
+    kemi_script = code_root / "kemi" / "handler.py"
+    cmd = [
+        settings.kamailio_binary,
+        "-f", str(settings.kamailio_cfg),
+        "-DD", "-E",
+        "-n", str(settings.sip_children),
+        "-m", str(settings.sip_shm_mb),
+        f"--debug={settings.sip_debug}",
+        "-Y", str(settings.run_dir),
+        "-P", str(settings.run_dir / "kamailio.pid"),
+        "-A", f'DBURL="{db.kamailio_url(db.url(settings))}"',
+        "-A", f'KEMI_SCRIPT="{kemi_script}"',
+        "-A", f'RPC_SOCKET="{settings.rpc_socket}"',
+        "-A", f"SERVER_ID={settings.sip_server_id}",
+    ]
+    for address in settings.sip_listen:
+        cmd += ["-l", address]
+    return cmd
+
+
+def environment(settings: Settings, code_root: Path = ROOT,
+                base: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env.update(settings.as_env())
+    env["AUTOPROV_DB_URL"] = db.url(settings)
+    env["PYTHONPATH"] = python_path(code_root)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def rpc(settings: Settings, method: str, *params: Any, timeout: float = RPC_TIMEOUT) -> Any:
+    """Call a Kamailio RPC over the jsonrpcs datagram socket and return its result."""
+    request = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1})
+    with tempfile.TemporaryDirectory(prefix="autoprov-rpc-") as tmp:
+        reply_path = os.path.join(tmp, "reply.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(reply_path)
+            sock.settimeout(timeout)
+            try:
+                sock.sendto(request.encode(), str(settings.rpc_socket))
+                data, _ = sock.recvfrom(4 * 1024 * 1024)
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise RpcError(f"Kamailio is not running (no RPC socket {settings.rpc_socket})")\
+                    from None
+            except TimeoutError:
+                raise RpcError(f"Kamailio did not answer {method} within {timeout}s") from None
+    answer = json.loads(data)
+    if "error" in answer:
+        raise RpcError(f"{method}: {answer['error'].get('message', answer['error'])}")
+    return answer.get("result")
+
+
+def reload_kemi(settings: Settings) -> None:
+    """Make every worker re-import the KEMI package on its next message."""
+    rpc(settings, "app_python.reload")

@@ -1,0 +1,215 @@
+"""`make run`, `make up`, `make down`: the database, Kamailio and the web service together."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from autoprov import db, kamailio, sipprobe
+from autoprov.config import ROOT, Settings
+
+READY_TIMEOUT = 30.0
+
+
+class StackError(RuntimeError):
+    """A part of the stack failed to start; the message names it."""
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    # Returns None when the service answers, else what is still wrong.
+    probe: Callable[[], str | None]
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+def _probe_sip(settings: Settings) -> str | None:
+    for address in settings.sip_listen:
+        proto, host, port = sipprobe.parse_listen(address)
+        if proto not in ("udp", "tcp"):
+            continue
+        try:
+            sipprobe.options(proto, host, port, timeout=1.0)
+        except (OSError, ValueError) as exc:
+            return f"SIP {address} does not answer ({exc})"
+    return None
+
+
+def services(settings: Settings, code_root: Path = ROOT) -> list[Service]:
+    return [
+        Service(
+            "kamailio",
+            kamailio.command(settings, code_root),
+            kamailio.environment(settings, code_root),
+            lambda: _probe_sip(settings),
+        ),
+    ]
+
+
+def _probe_db(settings: Settings) -> str | None:
+    try:
+        with db.connect(settings) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"database does not answer ({str(exc).strip()})"
+    return None
+
+
+def prepare(settings: Settings) -> bool:
+    """Directories, the private cluster (if used) and the schema. True if we started the cluster."""
+    for path in (settings.var_dir, settings.run_dir, settings.log_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    started = False
+    if not settings.db_url:
+        cluster = db.private_cluster(settings)
+        cluster.init()
+        if not cluster.running():
+            cluster.start()
+            started = True
+    problem = _probe_db(settings)
+    if problem:
+        raise StackError(problem)
+    db.migrate(settings)
+    return started
+
+
+def _wait_ready(service: Service, deadline: float) -> None:
+    problem: str | None = "not probed"
+    while time.monotonic() < deadline:
+        if service.process is not None and service.process.poll() is not None:
+            raise StackError(f"{service.name} exited with status {service.process.returncode}")
+        problem = service.probe()
+        if problem is None:
+            return
+        time.sleep(0.2)
+    raise StackError(f"{service.name} not ready after {READY_TIMEOUT:.0f}s: {problem}")
+
+
+def _stop_process(pid: int, timeout: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return settings.run_dir / f"{name}.up.pid"
+
+
+def _alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+_CLUSTER_MARK = "cluster.started-by-up"
+
+
+def up(settings: Settings) -> None:
+    """Start everything in the background; return once every part answers."""
+    started_cluster = prepare(settings)
+    if started_cluster:
+        (settings.run_dir / _CLUSTER_MARK).touch()
+    deadline = time.monotonic() + READY_TIMEOUT
+    for service in services(settings):
+        pid_file = _pid_file(settings, service.name)
+        if _alive(pid_file):
+            _wait_ready(service, deadline)
+            print(f"{service.name}: already running")
+            continue
+        log = (settings.log_dir / f"{service.name}.log").open("ab")
+        service.process = subprocess.Popen(
+            service.argv, env=service.env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT,
+        )
+        pid_file.write_text(str(service.process.pid))
+        try:
+            _wait_ready(service, deadline)
+        except StackError:
+            print(f"{service.name}: see {settings.log_dir / (service.name + '.log')}",
+                  file=sys.stderr)
+            down(settings)
+            raise
+        print(f"{service.name}: up (pid {service.process.pid})")
+
+
+def down(settings: Settings) -> None:
+    """Stop what `up` started, and nothing else."""
+    for pid_file in sorted(settings.run_dir.glob("*.up.pid"), reverse=True):
+        pid = _alive(pid_file)
+        if pid:
+            _stop_process(pid)
+            print(f"{pid_file.name.removesuffix('.up.pid')}: stopped")
+        pid_file.unlink(missing_ok=True)
+    mark = settings.run_dir / _CLUSTER_MARK
+    if mark.exists():
+        db.private_cluster(settings).stop()
+        mark.unlink()
+        print("database: stopped")
+
+
+@contextlib.contextmanager
+def _signals_to_exit() -> Iterator[None]:
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(settings: Settings) -> int:
+    """Everything in the foreground until Ctrl-C; then stop every part cleanly."""
+    started_cluster = prepare(settings)
+    running: list[Service] = []
+    try:
+        with _signals_to_exit():
+            deadline = time.monotonic() + READY_TIMEOUT
+            for service in services(settings):
+                service.process = subprocess.Popen(
+                    service.argv, env=service.env, start_new_session=True, cwd=ROOT,
+                    stdin=subprocess.DEVNULL,
+                )
+                running.append(service)
+                _wait_ready(service, deadline)
+            print("autoprov: running; Ctrl-C stops it", flush=True)
+            while all(s.process is not None and s.process.poll() is None for s in running):
+                time.sleep(0.5)
+            failed = [s.name for s in running if s.process and s.process.poll() is not None]
+            print(f"autoprov: {', '.join(failed)} exited; stopping", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        print("autoprov: stopping", flush=True)
+        return 0
+    finally:
+        for service in reversed(running):
+            if service.process is not None:
+                _stop_process(service.process.pid)
+                service.process.wait()
+        if started_cluster:
+            db.private_cluster(settings).stop()

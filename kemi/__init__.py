@@ -1,0 +1,1 @@
+"""KEMI routing for autoprov's Kamailio, loaded by app_python3 through kemi/handler.py."""

@@ -1,0 +1,42 @@
+"""The REGISTER path: digest auth against `subscriber`, bindings saved to `location`."""
+
+from __future__ import annotations
+
+import KSR
+
+from kemi.sip import pv, reply, source
+
+# auth_check() results that mean "credentials were presented and are wrong": these get a 403
+# and a log line for fail2ban. Anything else (no credentials, stale nonce) gets a challenge.
+_REFUSED = {-2: "invalid-password", -3: "unknown-user", -8: "user-mismatch"}
+QOP_AUTH = 1
+
+
+def handle() -> None:
+    realm = pv("$td")
+    if not realm:
+        reply(400, "Missing To Domain")
+        return
+    result = KSR.auth_db.auth_check(realm, "subscriber", 1)
+    if result < 0:
+        reason = _REFUSED.get(result)
+        if reason is None:
+            KSR.auth.auth_challenge(realm, QOP_AUTH)
+            return
+        # One line, fixed shape, no secrets: "autoprov auth failed ... from=IP:PORT/PROTO".
+        KSR.warn(
+            f"autoprov auth failed method=REGISTER user={pv('$au')}@{realm} "
+            f"aor={pv('$tu')} reason={reason} from={source()}\n"
+        )
+        reply(403, "Forbidden")
+        return
+    KSR.auth.consume_credentials()
+    # Behind NAT or over a connection-oriented transport, reach the phone where it came from.
+    if pv("$pr") != "udp" or KSR.nathelper.nat_uac_test(19) > 0:
+        KSR.nathelper.fix_nated_register()
+    if KSR.registrar.save("location", 0) < 0:
+        KSR.err(f"autoprov register save failed aor={pv('$tu')} from={source()}\n")
+        KSR.sl.sl_reply_error()
+        return
+    KSR.info(f"autoprov registered aor={pv('$tu')} expires={pv('$hdr(Expires)')} "
+             f"from={source()}\n")

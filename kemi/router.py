@@ -1,0 +1,39 @@
+"""The KEMI handler object: one class, one method per route (Kamailio's KEMI example shape)."""
+
+from __future__ import annotations
+
+import KSR
+
+from kemi import register
+from kemi.sip import pv, reply
+
+ALLOW = "Allow: REGISTER, OPTIONS"
+KEEPALIVE_REASON = "Keepalive"
+
+
+class Router:
+    def child_init(self, rank: int) -> int:
+        return 0
+
+    def ksr_request_route(self, msg: object) -> int:
+        if KSR.maxfwd.process_maxfwd(10) < 0:
+            reply(483, "Too Many Hops")
+            return 1
+        if KSR.sanity.sanity_check_defaults() < 0:
+            return 1  # sanity has answered malformed requests itself
+        method = pv("$rm")
+        if method == "REGISTER":
+            register.handle()
+        elif method == "OPTIONS":
+            reply(200, KEEPALIVE_REASON, ALLOW)
+        elif method == "ACK":
+            pass  # nothing to acknowledge: we answer statelessly
+        elif method == "CANCEL":
+            reply(481, "Call/Transaction Does Not Exist")
+        else:
+            # This proxy registers phones and sends them NOTIFYs; it routes no calls.
+            reply(405, "Method Not Allowed", ALLOW)
+        return 1
+
+    def ksr_reply_route(self, msg: object) -> int:
+        return 1

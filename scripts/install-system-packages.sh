@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages autoprov runs on, only those that are missing. Safe to repeat.
+set -euo pipefail
+packages=(
+  kamailio kamailio-python3-modules kamailio-postgres-modules kamailio-tls-modules
+  postgresql sip-tester python3-venv openssl
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing Debian packages: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian starts packaged daemons on install where it can; ours run under our own control.
+for svc in kamailio postgresql; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    $sudo systemctl disable --now "$svc" || true
+  fi
+done
