@@ -21,7 +21,7 @@ class InvalidMacError(ValueError):
 
 def normalize(value: str) -> str:
     """Return the stored form of ``value`` or raise :class:`InvalidMacError`."""
-    text = value.strip()
+    text = value.strip(" \t\r\n")
     if not _SPELLINGS.match(text):
         raise InvalidMacError(
             f"invalid MAC address {value!r}: expected 12 hex digits, e.g. 00:15:65:aa:bb:cc, "

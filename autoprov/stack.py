@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import psycopg
 
@@ -84,7 +85,22 @@ def prepare(settings: Settings) -> bool:
     return started
 
 
-def _wait_ready(service: Service, deadline: float) -> None:
+def spawn(service: Service, log: int | IO[bytes] | None = None) -> None:
+    """Start a service in its own process group (so stopping it stops its children)."""
+    service.process = subprocess.Popen(
+        service.argv, env=service.env, stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+        stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT,
+    )
+
+
+def stop(service: Service) -> None:
+    if service.process is not None:
+        _stop_process(service.process.pid)
+        service.process.wait()
+
+
+def wait_ready(service: Service, deadline: float) -> None:
     problem: str | None = "not probed"
     while time.monotonic() < deadline:
         if service.process is not None and service.process.poll() is not None:
@@ -137,17 +153,15 @@ def up(settings: Settings) -> None:
     for service in services(settings):
         pid_file = _pid_file(settings, service.name)
         if _alive(pid_file):
-            _wait_ready(service, deadline)
+            wait_ready(service, deadline)
             print(f"{service.name}: already running")
             continue
-        log = (settings.log_dir / f"{service.name}.log").open("ab")
-        service.process = subprocess.Popen(
-            service.argv, env=service.env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT,
-        )
+        with (settings.log_dir / f"{service.name}.log").open("ab") as log:
+            spawn(service, log)
+        assert service.process is not None
         pid_file.write_text(str(service.process.pid))
         try:
-            _wait_ready(service, deadline)
+            wait_ready(service, deadline)
         except StackError:
             print(f"{service.name}: see {settings.log_dir / (service.name + '.log')}",
                   file=sys.stderr)
@@ -191,12 +205,9 @@ def run(settings: Settings) -> int:
         with _signals_to_exit():
             deadline = time.monotonic() + READY_TIMEOUT
             for service in services(settings):
-                service.process = subprocess.Popen(
-                    service.argv, env=service.env, start_new_session=True, cwd=ROOT,
-                    stdin=subprocess.DEVNULL,
-                )
+                spawn(service)
                 running.append(service)
-                _wait_ready(service, deadline)
+                wait_ready(service, deadline)
             print("autoprov: running; Ctrl-C stops it", flush=True)
             while all(s.process is not None and s.process.poll() is None for s in running):
                 time.sleep(0.5)
@@ -208,8 +219,6 @@ def run(settings: Settings) -> int:
         return 0
     finally:
         for service in reversed(running):
-            if service.process is not None:
-                _stop_process(service.process.pid)
-                service.process.wait()
+            stop(service)
         if started_cluster:
             db.private_cluster(settings).stop()

@@ -3,7 +3,7 @@
 CREATE FUNCTION autoprov.normalize_mac(raw text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 DECLARE
-    t text := lower(btrim(raw));
+    t text := lower(btrim(raw, E' \t\r\n'));
 BEGIN
     IF t ~ '^[0-9a-f]{12}$'
        OR t ~ '^[0-9a-f]{2}(:[0-9a-f]{2}){5}$'

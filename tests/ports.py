@@ -1,0 +1,25 @@
+"""Free ports for test services, so tests can run beside a `make up` stack."""
+
+from __future__ import annotations
+
+import socket
+
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 (SIP listens on both)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            if port in _handed_out:
+                continue
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                    udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port")
