@@ -1,0 +1,54 @@
+"""Operating the proxy: reloading KEMI code live, and KSR stubs matching the installed Kamailio."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from autoprov import sipprobe, stack
+from autoprov.config import ROOT, Settings
+from tests.conftest import RunningService, autoprov_cli, make_settings, start_kamailio
+
+
+def test_changed_kemi_code_is_reloaded_without_restarting_kamailio(
+    settings: Settings, tmp_path: Path
+) -> None:
+    code = tmp_path / "code"
+    shutil.copytree(ROOT / "kemi", code / "kemi", ignore=shutil.ignore_patterns("__pycache__"))
+    own = make_settings(tmp_path / "var", db_url=settings.db_url)
+    running = start_kamailio(own, code_root=code)
+    try:
+        _, host, port = sipprobe.parse_listen(own.sip_listen[0])
+        assert sipprobe.options("udp", host, port) == (200, "Keepalive")
+        pid = running.service.process.pid if running.service.process else None
+
+        router = code / "kemi" / "router.py"
+        router.write_text(router.read_text().replace('"Keepalive"', '"Reloaded"'))
+        result = autoprov_cli(own, "kamailio", "reload")
+
+        assert result.returncode == 0, result.stderr
+        # Every worker reloads on its next message; ask enough times to reach them all.
+        reasons = {sipprobe.options("udp", host, port)[1] for _ in range(8)}
+        assert reasons == {"Reloaded"}
+        assert running.service.process is not None
+        assert running.service.process.poll() is None and running.service.process.pid == pid
+    finally:
+        stack.stop(running.service)
+
+
+def test_committed_ksr_stubs_match_the_installed_kamailio(
+    kamailio: RunningService, settings: Settings, tmp_path: Path
+) -> None:
+    result = autoprov_cli(settings, "kamailio", "stubs", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    generated = {p.name: p.read_text() for p in (tmp_path / "KSR").glob("*.pyi")}
+    committed = {p.name: p.read_text() for p in (ROOT / "typings" / "KSR").glob("*.pyi")}
+    assert "pv.pyi" in generated
+    assert generated == committed, "run `make stubs` and commit typings/"
+
+
+def test_reload_without_a_running_proxy_says_so(tmp_path: Path) -> None:
+    own = make_settings(tmp_path / "var")
+    result = autoprov_cli(own, "kamailio", "reload")
+    assert result.returncode != 0
+    assert "Kamailio is not running" in result.stderr
