@@ -1,4 +1,4 @@
-"""`autoprov device ...` and `autoprov db ...` as an operator types them, and the SQL a DBA writes."""
+"""`autoprov device ...` and `autoprov db ...` as an operator types them; SQL as a DBA writes."""
 
 from __future__ import annotations
 
@@ -89,7 +89,8 @@ def test_a_dba_creates_a_device_with_plain_sql(settings: Settings, conn: psycopg
         " WHERE d.mac = autoprov.normalize_mac(%s) AND s.username = %s AND s.domain = %s",
         (dashed, sub.username, sub.domain),
     )
-    shown = json.loads(autoprov_cli(settings, "device", "show", dashed, "--json", check=True).stdout)
+    result = autoprov_cli(settings, "device", "show", dashed, "--json", check=True)
+    shown = json.loads(result.stdout)
     assert shown["mac"] == mac
     assert shown["lines"][0]["aor"] == sub.aor
     assert shown["lines"][0]["display_name"] == "Front desk"

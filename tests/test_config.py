@@ -27,7 +27,7 @@ def test_toml_file_then_environment_overrides(tmp_path: Path) -> None:
 def test_unknown_key_and_bad_value_are_clear_errors(tmp_path: Path) -> None:
     path = tmp_path / "autoprov.toml"
     path.write_text("htp_port = 1\n")
-    with pytest.raises(ConfigError, match="unknown key.*htp_port"):
+    with pytest.raises(ConfigError, match=r"unknown key.*htp_port"):
         load({"AUTOPROV_CONFIG": str(path)})
     with pytest.raises(ConfigError, match="http_port"):
         load({"AUTOPROV_CONFIG": str(tmp_path / "x.toml"), "AUTOPROV_HTTP_PORT": "many"})

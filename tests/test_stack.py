@@ -1,4 +1,4 @@
-"""`make up` / `make down` / `make run` as an operator uses them, with a private cluster under var/."""
+"""`make up` / `make down` / `make run` as an operator uses them, with a private cluster."""
 
 from __future__ import annotations
 
