@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from autoprov import config, db, devices, kamailio, kemi_stubs, stack
+from autoprov import config, db, devices, kamailio, kemi_stubs, resync, stack
 from autoprov.config import Settings
 from autoprov.mac import InvalidMacError, normalize
 from autoprov.pgcluster import ClusterError
+from autoprov.redirect import jobs as redirect_jobs
+from autoprov.redirect import state as redirect_state
+from autoprov.redirect import worker as redirect_worker
 
 VENDORS = ("cisco", "panasonic", "yealink")
 
@@ -55,6 +61,12 @@ def cmd_device_show(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  line {line['line']}: {line['aor']}  {state}")
     if not info["lines"]:
         print("  no lines")
+    print(f"  redirect: {redirect_state.describe(info['redirect'])}")
+    last = info["resync"]
+    if last:
+        print(f"  last resync: request {last['request_id']} ({last['reason']}) {last['state']}")
+        for contact in last["contacts"]:
+            print("    " + resync.describe(contact))
     return 0
 
 
@@ -73,6 +85,41 @@ def cmd_device_remove(settings: Settings, args: argparse.Namespace) -> int:
     with db.connect(settings) as conn:
         devices.remove(conn, args.mac)
     print(f"device {normalize(args.mac)} removed")
+    return 0
+
+
+def cmd_resync(settings: Settings, args: argparse.Namespace) -> int:
+    with db.connect(settings) as conn:
+        request_id = resync.request(conn, args.mac)
+        info = resync.wait(conn, request_id, args.wait) if args.wait else \
+            resync.status(conn, request_id)
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"resync request {request_id} for {info['mac']}: {info['state']}")
+        for contact in info["contacts"]:
+            print("  " + resync.describe(contact))
+        if info["state"] == "pending" and info["checked"]:
+            print("  no registered contact: the NOTIFY goes out right after the next REGISTER")
+    if not args.wait:
+        return 0
+    return 0 if resync.all_accepted(info) else 1
+
+
+def cmd_redirect_worker(settings: Settings, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    redirect_worker.run_worker(settings, stop)
+    return 0
+
+
+def cmd_redirect_retry(settings: Settings, args: argparse.Namespace) -> int:
+    with db.connect(settings) as conn:
+        job_id = redirect_jobs.retry(conn, args.mac)
+    print(f"redirect job {job_id} for {normalize(args.mac)} queued again")
     return 0
 
 
@@ -142,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(dev, "remove", cmd_device_remove, "delete a device")
     p.add_argument("mac")
 
+    p = command(sub, "resync", cmd_resync, "make the device re-fetch its config (SIP NOTIFY)")
+    p.add_argument("mac")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="wait for every NOTIFY's outcome; exit 0 only if all were accepted")
+    p.add_argument("--json", action="store_true")
+
+    red = sub.add_parser("redirect", help="zero-touch redirect services (Yealink, Panasonic)")\
+        .add_subparsers(dest="redirect", required=True)
+    command(red, "worker", cmd_redirect_worker, "run the redirect registration jobs until stopped")
+    p = command(red, "retry", cmd_redirect_retry, "queue a MAC's failed redirect job again")
+    p.add_argument("mac")
+
     kam = sub.add_parser("kamailio", help="the SIP proxy").add_subparsers(dest="kam",
                                                                           required=True)
     command(kam, "reload", cmd_kamailio_reload, "reload the KEMI Python code without a restart")
@@ -157,8 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = config.load()
         handler: Handler = args.handler
         return handler(settings, args)
-    except (InvalidMacError, devices.DeviceError, config.ConfigError, ClusterError,
-            stack.StackError, kamailio.RpcError, db.MigrationError) as exc:
+    except (InvalidMacError, devices.DeviceError, resync.NoSuchDeviceError, config.ConfigError,
+            ClusterError, stack.StackError, kamailio.RpcError, db.MigrationError,
+            redirect_jobs.RedirectError) as exc:
         print(f"autoprov: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:

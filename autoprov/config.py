@@ -38,6 +38,11 @@ class Settings:
     sip_debug: int = 2
     # Identifies this node in location.server_id when several proxies share one database.
     sip_server_id: int = 1
+    # Per-model Event header for check-sync NOTIFYs, "MODEL=EVENT" (vendor defaults are in SQL,
+    # autoprov.vendor.notify_event), e.g. "SPA504G=resync".
+    notify_event_overrides: tuple[str, ...] = ()
+    # How often the proxy's resync timer looks at the database when no NOTIFY wakes it (ms).
+    resync_poll_ms: int = 2000
     public_host: str = "localhost"
     http_bind: str = "127.0.0.1"
     http_port: int = 1445
@@ -48,6 +53,26 @@ class Settings:
     tls_client_ca: str = ""
     # Operators' template overrides: a file here wins over the shipped one of the same name.
     template_dir: str = ""
+    # Zero-touch redirect services (see autoprov/redirect). An empty endpoint disables that
+    # vendor's registrations (its jobs are marked skipped, with the reason).
+    yealink_rps_url: str = ""
+    yealink_rps_user: str = ""
+    yealink_rps_password: str = dataclasses.field(default="", repr=False)
+    # Empty: the plain-HTTP bootstrap base, http://public_host:http_port/device/autoprov/bootstrap/
+    yealink_rps_server_url: str = ""
+    panasonic_rcs_url: str = ""
+    panasonic_rcs_user: str = ""
+    panasonic_rcs_password: str = dataclasses.field(default="", repr=False)
+    # Empty: https://public_host:https_port/device/autoprov/config/Config{MAC}.cfg
+    panasonic_rcs_phone_url: str = ""
+    # CA bundle the vendors' HTTPS certificates are verified with; empty: the certifi bundle.
+    redirect_ca_bundle: str = ""
+    redirect_timeout_ms: int = 10000
+    # Back-off after a temporary failure: doubles from initial up to max, retried until done.
+    redirect_retry_initial_ms: int = 30000
+    redirect_retry_max_ms: int = 3600000
+    # Fallback poll when no NOTIFY wakes the redirect worker.
+    redirect_poll_ms: int = 30000
 
     @property
     def kamailio_cfg(self) -> Path:
@@ -140,7 +165,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         value = chosen.get(name, default)
         if isinstance(default, Path) and not value.is_absolute():
             chosen[name] = (base / value).resolve()
-    for name in ("tls_cert", "tls_key", "tls_client_ca", "template_dir"):
+    for name in ("tls_cert", "tls_key", "tls_client_ca", "template_dir", "redirect_ca_bundle"):
         if chosen.get(name):
             chosen[name] = str((base / chosen[name]).resolve())
     return Settings(**chosen)

@@ -13,7 +13,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from autoprov import resync
 from autoprov.mac import normalize
+from autoprov.redirect import state as redirect_state
 
 _LINE_SPEC = re.compile(r"^(\d+)=([^@\s]+)@([^@\s]+)$")
 
@@ -121,6 +123,8 @@ def show(conn: Conn, mac: str) -> dict[str, Any]:
             }
             for line in lines
         ],
+        "resync": resync.latest_for_device(conn, device["id"]),
+        **redirect_state.fragment(conn, mac),
     }
 
 

@@ -23,7 +23,8 @@ class RpcError(RuntimeError):
 
 def python_path(code_root: Path = ROOT) -> str:
     """Kamailio's embedded interpreter does not see the venv: hand it our packages explicitly."""
-    return os.pathsep.join([str(code_root), sysconfig.get_paths()["purelib"]])
+    paths = dict.fromkeys([str(code_root), str(ROOT), sysconfig.get_paths()["purelib"]])
+    return os.pathsep.join(paths)
 
 
 def command(settings: Settings, code_root: Path = ROOT) -> list[str]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import KSR
 
+from kemi import resync
 from kemi.sip import pv, reply, source
 
 # auth_check() results that mean "credentials were presented and are wrong": these get a 403
 # and a log line for fail2ban. Anything else (no credentials, stale nonce) gets a challenge.
 _REFUSED = {-2: "invalid-password", -3: "unknown-user", -8: "user-mismatch"}
 QOP_AUTH = 1
+INVALID_PASSWORD = -2
+PREVIOUS_CREDENTIALS = "autoprov.previous_credentials"
 
 
 def handle() -> None:
@@ -18,6 +21,9 @@ def handle() -> None:
         reply(400, "Missing To Domain")
         return
     result = KSR.auth_db.auth_check(realm, "subscriber", 1)
+    if result == INVALID_PASSWORD:
+        # Mid-rotation the phone still holds the old password until it fetches its new config.
+        result = KSR.auth_db.auth_check(realm, PREVIOUS_CREDENTIALS, 1)
     if result < 0:
         reason = _REFUSED.get(result)
         if reason is None:
@@ -31,8 +37,8 @@ def handle() -> None:
         reply(403, "Forbidden")
         return
     KSR.auth.consume_credentials()
-    # Behind NAT or over a connection-oriented transport, reach the phone where it came from.
-    if pv("$pr") != "udp" or KSR.nathelper.nat_uac_test(19) > 0:
+    # Behind NAT (private Contact, or Via not where it came from): reach it where it came from.
+    if KSR.nathelper.nat_uac_test(19) > 0:
         KSR.nathelper.fix_nated_register()
     if KSR.registrar.save("location", 0) < 0:
         KSR.err(f"autoprov register save failed aor={pv('$tu')} from={source()}\n")
@@ -40,3 +46,4 @@ def handle() -> None:
         return
     KSR.info(f"autoprov registered aor={pv('$tu')} expires={pv('$hdr(Expires)')} "
              f"from={source()}\n")
+    resync.after_register(pv("$tU"), realm)

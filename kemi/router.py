@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import KSR
 
-from kemi import register
+from kemi import register, resync
 from kemi.sip import pv, reply
 
 ALLOW = "Allow: REGISTER, OPTIONS"
@@ -36,4 +36,12 @@ class Router:
         return 1
 
     def ksr_reply_route(self, msg: object) -> int:
+        return 1
+
+    def ksr_uac_event(self, msg: object, evname: str = "") -> int:
+        resync.on_uac_event()
+        return 1
+
+    def ksr_resync_tick(self, msg: object, evname: str = "") -> int:
+        resync.tick()
         return 1

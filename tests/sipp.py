@@ -1,4 +1,9 @@
-"""Drive real sipp phones from tests: each call runs one sipp scenario to completion."""
+"""Drive real sipp phones from tests.
+
+A phone line has a contact port, where its UAS side (a sipp in server mode) answers the proxy's
+NOTIFYs; its REGISTERs go out from another port, as sipp cannot take a new incoming dialog inside
+a client scenario.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 from tests.ports import free_port
 
@@ -17,15 +23,51 @@ class SippResult:
     returncode: int
     output: str
     messages: str  # the -trace_msg log: every SIP message sent and received
+    local_port: int
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
 
+    def received(self, method: str) -> list[str]:
+        """The requests of `method` this sipp received, as raw text."""
+        out = []
+        for chunk in self.messages.split("----------------------------------------------- "):
+            if "message received" in chunk:
+                body = chunk.split("\n", 2)[-1].lstrip()
+                if body.startswith(method + " "):
+                    out.append(body)
+        return out
+
+
+def _sipp_command(scenario: str, local_port: int, transport: str, timeout: float,
+                  keys: dict[str, str | int], work: str, calls: int = 1) -> list[str]:
+    cmd = [
+        "sipp", "-sf", str(SCENARIOS / f"{scenario}.xml"),
+        "-m", str(calls), "-i", "127.0.0.1", "-p", str(local_port),
+        "-t", "u1" if transport == "udp" else "t1",
+        "-timeout", f"{int(timeout)}s", "-timeout_error",
+        "-nostdin", "-trace_msg", "-message_file", f"{work}/messages.log",
+        "-trace_err", "-error_file", f"{work}/errors.log",
+        "-trace_logs", "-log_file", f"{work}/log.log",
+    ]
+    for key, value in keys.items():
+        cmd += ["-key", key, str(value)]
+    return cmd
+
+
+def _result(proc_rc: int, out: str, work: str, local_port: int) -> SippResult:
+    def read(name: str) -> str:
+        path = Path(work, name)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    return SippResult(proc_rc, out[-4000:] + read("errors.log") + read("log.log"),
+                      read("messages.log"), local_port)
+
 
 @dataclass
 class Phone:
-    """A SIP phone line: one account, one transport, one local port."""
+    """A SIP phone line: one account, one transport, one contact port."""
 
     user: str
     domain: str
@@ -35,35 +77,58 @@ class Phone:
     port: int = field(default_factory=free_port)
     user_agent: str = "Yealink SIP-T46U 108.86.0.90"
 
-    def run(self, scenario: str, timeout: float = 15, **keys: str | int) -> SippResult:
-        """Run tests/scenarios/<scenario>.xml once; [key] fields come from `keys` and the line."""
+    def keys(self, **extra: str | int) -> dict[str, str | int]:
         values: dict[str, str | int] = {
-            "user": self.user, "domain": self.domain, "contact_port": self.port,
-            "expires": 300, "ua": self.user_agent,
+            "user": self.user, "domain": self.domain, "password": self.password,
+            "contact_host": "127.0.0.1", "contact_port": self.port, "expires": 300,
+            "ua": self.user_agent,
         }
-        values.update(keys)
+        values.update(extra)
+        return values
+
+    def run(self, scenario: str, timeout: float = 15, local_port: int | None = None,
+            **keys: str | int) -> SippResult:
+        """Run a client scenario once, from `local_port` (a fresh port by default)."""
+        port = local_port or free_port()
         with tempfile.TemporaryDirectory(prefix="sipp-") as work:
-            cmd = [
-                "sipp", "-sf", str(SCENARIOS / f"{scenario}.xml"),
-                "-m", "1", "-i", "127.0.0.1", "-p", str(self.port),
-                "-t", "u1" if self.transport == "udp" else "t1",
-                "-timeout", f"{int(timeout)}s", "-timeout_error",
-                "-au", self.user, "-ap", self.password,
-                "-nostdin", "-trace_msg", "-message_file", f"{work}/messages.log",
-                "-trace_err", "-error_file", f"{work}/errors.log",
-            ]
-            for key, value in values.items():
-                cmd += ["-key", key, str(value)]
-            cmd.append(f"{self.proxy[0]}:{self.proxy[1]}")
+            cmd = _sipp_command(scenario, port, self.transport, timeout, self.keys(**keys), work)
+            cmd += ["-au", self.user, "-ap", self.password, f"{self.proxy[0]}:{self.proxy[1]}"]
             proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True,
                                   timeout=timeout + 10, check=False)
-            messages = Path(work, "messages.log")
-            errors = Path(work, "errors.log")
-            return SippResult(
-                proc.returncode,
-                proc.stdout[-4000:] + proc.stderr + (errors.read_text() if errors.exists() else ""),
-                messages.read_text() if messages.exists() else "",
-            )
+            return _result(proc.returncode, proc.stdout + proc.stderr, work, port)
 
-    def register(self, expires: int = 300) -> SippResult:
-        return self.run("register", expires=expires)
+    def register(self, expires: int = 300, **keys: str | int) -> SippResult:
+        return self.run("register", expires=expires, **keys)
+
+    def answer(self, scenario: str, timeout: float = 20, calls: int = 1,
+               **keys: str | int) -> Answerer:
+        """Start this phone's UAS side on its contact port, answering `calls` NOTIFY dialogs."""
+        return Answerer(self, scenario, timeout, self.keys(**keys), calls)
+
+
+class Answerer:
+    """A sipp UAS in the background; `result()` waits for it to finish its one call."""
+
+    def __init__(self, phone: Phone, scenario: str, timeout: float,
+                 keys: dict[str, str | int], calls: int) -> None:
+        self._work = tempfile.TemporaryDirectory(prefix="sipp-uas-")
+        self._timeout = timeout
+        self._port = phone.port
+        cmd = _sipp_command(scenario, phone.port, phone.transport, timeout, keys, self._work.name,
+                            calls)
+        self._proc = subprocess.Popen(cmd, cwd=self._work.name, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+
+    def result(self) -> SippResult:
+        out, _ = self._proc.communicate(timeout=self._timeout + 10)
+        return _result(self._proc.returncode, out, self._work.name, self._port)
+
+    def __enter__(self) -> Answerer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._work.cleanup()

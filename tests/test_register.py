@@ -61,7 +61,7 @@ def test_wrong_password_is_refused_and_logged_without_the_password(
     line = next(x for x in log.splitlines() if f"user={sub.aor}" in x)
     assert "autoprov auth failed method=REGISTER" in line
     assert "reason=invalid-password" in line
-    assert f"from=127.0.0.1:{phone.port}/udp" in line
+    assert f"from=127.0.0.1:{result.local_port}/udp" in line
     assert "not-the-password" not in log
     assert sub.password not in log
 

@@ -4,6 +4,7 @@ from . import auth as auth
 from . import auth_db as auth_db
 from . import corex as corex
 from . import hdr as hdr
+from . import htable as htable
 from . import jsonrpcs as jsonrpcs
 from . import kex as kex
 from . import maxfwd as maxfwd

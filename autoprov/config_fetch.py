@@ -1,0 +1,53 @@
+"""The record of configs phones fetched (table autoprov.config_fetch, sql/003_config_fetch.sql)."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+Conn = psycopg.Connection[Any]
+
+# User-Agent strings are the phone's to choose; keep a bounded amount.
+_USER_AGENT_MAX = 300
+
+
+def record(conn: Conn, device_id: int, port: str, file: str, config_version: str,
+           client_addr: str | None, user_agent: str | None) -> None:
+    """One fetch; an INSERT only, so concurrent fetches never wait on each other."""
+    try:
+        address = str(ipaddress.ip_address(client_addr)) if client_addr else None
+    except ValueError:
+        address = None
+    conn.execute(
+        "INSERT INTO autoprov.config_fetch"
+        " (device_id, port, file, config_version, client_addr, user_agent)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (device_id, port, file, config_version, address,
+         user_agent[:_USER_AGENT_MAX] if user_agent else None),
+    )
+
+
+def last(conn: Conn, device_id: int) -> dict[str, Any] | None:
+    """The device's latest fetch on either port, for `autoprov device show`."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT port, file, config_version, host(client_addr) AS client_addr, user_agent,"
+            "       fetched_at"
+            "  FROM autoprov.config_fetch WHERE device_id = %s"
+            " ORDER BY fetched_at DESC, id DESC LIMIT 1",
+            (device_id,),
+        ).fetchone()
+    if row is None:
+        return None
+    row["fetched_at"] = row["fetched_at"].isoformat()
+    return dict(row)
+
+
+def prune(conn: Conn, keep: timedelta) -> int:
+    """Delete old fetches, keeping each device's latest per port. Returns how many went."""
+    row = conn.execute("SELECT autoprov.prune_config_fetch(%s)", (keep,)).fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,78 @@
+"""XML-RPC over HTTPS with Basic auth, via requests: TLS verified, timeouts, failures mapped.
+
+The standard library only marshals (dumps/loads): its own transport takes neither a CA bundle
+nor a timeout per call.
+"""
+
+from __future__ import annotations
+
+import xmlrpc.client
+from typing import Any
+from xml.parsers.expat import ExpatError
+
+import requests
+
+from autoprov.redirect.base import Outcome, Result
+
+
+class CallFailedError(Exception):
+    """The call did not produce an XML-RPC answer; ``result`` says why."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+
+class XmlRpcEndpoint:
+    def __init__(self, url: str, user: str, password: str, *, ca_bundle: str = "",
+                 timeout: float = 10.0) -> None:
+        self.url = url
+        self._password = password
+        self._timeout = timeout
+        self._session = requests.Session()
+        # REQUESTS_CA_BUNDLE and proxy variables must not override what is configured.
+        self._session.trust_env = False
+        self._session.auth = (user, password)
+        self._session.verify = ca_bundle or True
+        self._session.headers["Content-Type"] = "text/xml"
+
+    def call(self, method: str, *params: Any) -> Any:
+        """The answer's single value; raises xmlrpc.client.Fault as the vendor sent it, or
+        CallFailedError for anything else."""
+        body = xmlrpc.client.dumps(params, methodname=method, encoding="utf-8")
+        try:
+            response = self._session.post(self.url, data=body.encode(), timeout=self._timeout,
+                                          allow_redirects=False)
+        except requests.Timeout:
+            raise self._failed(Outcome.TEMPORARY, f"no answer within {self._timeout:g}s") from None
+        except requests.exceptions.SSLError as exc:
+            raise self._failed(Outcome.TEMPORARY, f"TLS: {exc}") from None
+        except requests.RequestException as exc:
+            raise self._failed(Outcome.TEMPORARY, f"cannot reach {self.url}: {exc}") from None
+        status = response.status_code
+        if status in (401, 403):
+            raise self._failed(Outcome.AUTH_FAILED, f"HTTP {status}: credentials refused")
+        if status >= 500 or status in (408, 429):
+            raise self._failed(Outcome.TEMPORARY, f"HTTP {status} {response.reason}")
+        if status != 200:
+            where = response.headers.get("Location", "")
+            raise self._failed(Outcome.REJECTED,
+                               f"HTTP {status} {response.reason} {where}".strip())
+        try:
+            values, _ = xmlrpc.client.loads(response.content, use_builtin_types=True)
+        except xmlrpc.client.Fault:
+            raise
+        except (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError,
+                IndexError) as exc:
+            raise self._failed(Outcome.TEMPORARY, f"malformed XML-RPC answer: {exc}") from None
+        if len(values) != 1:
+            raise self._failed(Outcome.TEMPORARY,
+                               f"malformed XML-RPC answer: {len(values)} values")
+        return values[0]
+
+    def scrub(self, text: str) -> str:
+        """Text for logs and the database, with the password (should it appear) blanked."""
+        return text.replace(self._password, "***") if self._password else text
+
+    def _failed(self, outcome: Outcome, message: str) -> CallFailedError:
+        return CallFailedError(Result(outcome, self.scrub(message)))

@@ -1,0 +1,64 @@
+"""One database connection per Kamailio process, opened lazily (after the fork, never before).
+
+A broken connection (database restart) is dropped and reopened on the next call, so the proxy
+keeps registering phones while Postgres is away and resumes resyncs when it is back.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import psycopg
+
+_conn: psycopg.Connection[Any] | None = None
+_listen_conn: psycopg.Connection[Any] | None = None
+CONNECT_TIMEOUT = 3
+
+
+def _url() -> str:
+    return os.environ["AUTOPROV_DB_URL"]
+
+
+def _open() -> psycopg.Connection[Any]:
+    return psycopg.connect(_url(), autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+
+
+def query(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement (autocommit) and return its rows; reconnect once if the link broke."""
+    global _conn
+    for attempt in (1, 2):
+        try:
+            if _conn is None or _conn.closed:
+                _conn = _open()
+            cur = _conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+        except psycopg.OperationalError:
+            if _conn is not None:
+                _conn.close()
+            _conn = None
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def notified(channel: str) -> bool:
+    """Whether a NOTIFY arrived on `channel` since the last call (LISTENing on first use).
+
+    Also True right after (re)connecting, since notifications may have been missed meanwhile.
+    """
+    global _listen_conn
+    if _listen_conn is None or _listen_conn.closed:
+        try:
+            _listen_conn = _open()
+            _listen_conn.execute(f"LISTEN {channel}")
+        except psycopg.OperationalError:
+            _listen_conn = None
+            return False
+        return True
+    try:
+        return sum(1 for _ in _listen_conn.notifies(timeout=0)) > 0
+    except psycopg.OperationalError:
+        _listen_conn.close()
+        _listen_conn = None
+        return False

@@ -1,0 +1,126 @@
+"""The NOTIFY path: check-sync to every registered contact of a device, outcomes recorded.
+
+Requests and per-contact NOTIFY rows live in Postgres (sql/002_resync.sql); this module only
+dispatches, sends and records, so nothing is kept only in a process's memory. Three entry points:
+- tick(): the rtimer process, every 100 ms; works when Postgres NOTIFYs it or every poll interval.
+- after_register(): a REGISTER of an AOR with a pending request sends right after the 200 OK.
+- on_uac_event(): a NOTIFY's reply (or timeout) is recorded.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import KSR
+
+from autoprov import config
+from kemi import db
+from kemi.sip import pv
+
+CHANNEL = "autoprov_resync"
+PENDING_TABLE = "resync_pending"  # htable of AORs whose next REGISTER triggers a NOTIFY
+CLAIM_BATCH = 500
+LOST_AFTER = "40 seconds"  # a NOTIFY without an answer by then is recorded as no answer
+
+_settings = config.load()
+_EVENT_OVERRIDES = dict(
+    entry.split("=", 1) for entry in _settings.notify_event_overrides if "=" in entry
+)
+_SERVER_ID = _settings.sip_server_id
+_POLL_SECONDS = _settings.resync_poll_ms / 1000
+
+_last_run = 0.0
+_pending_aors: set[str] = set()
+
+
+def event_for(vendor_event: str, model: str) -> str:
+    return _EVENT_OVERRIDES.get(model, vendor_event)
+
+
+def send(row: tuple[object, ...]) -> None:
+    """Send one NOTIFY; a 401/407 is answered once with the line's credentials (uac module)."""
+    nid, aor, contact, received, sock, _vendor, model, event, username, password = row
+    token = secrets.token_hex(6)
+    uri = f"sip:{aor}"
+    KSR.pv.unset("$uac_req(all)")
+    KSR.pv.sets("$uac_req(method)", "NOTIFY")
+    KSR.pv.sets("$uac_req(ruri)", str(contact))
+    if received:  # behind NAT: where the REGISTER really came from
+        KSR.pv.sets("$uac_req(ouri)", str(received))
+    if sock:
+        KSR.pv.sets("$uac_req(sock)", str(sock))
+    KSR.pv.sets("$uac_req(furi)", uri)
+    KSR.pv.sets("$uac_req(turi)", uri)
+    KSR.pv.sets("$uac_req(callid)", f"resync-{nid}-{token}@autoprov")
+    KSR.pv.sets("$uac_req(hdrs)",
+                f"Event: {event_for(str(event), str(model))}\r\nSubscription-State: active\r\n")
+    KSR.pv.sets("$uac_req(auser)", str(username))
+    KSR.pv.sets("$uac_req(apasswd)", str(password))
+    KSR.pv.seti("$uac_req(evroute)", 1)  # 1 keeps the auth retry; 2 would disable it
+    KSR.pv.sets("$uac_req(evparam)", str(nid))
+    try:
+        sent = KSR.uac.uac_req_send()
+    finally:
+        # $uac_req(all) = $null keeps auser/apasswd: never let them reach the next NOTIFY.
+        KSR.pv.unset("$uac_req(auser)")
+        KSR.pv.unset("$uac_req(apasswd)")
+    KSR.info(f"autoprov resync notify={nid} aor={aor} contact={contact} sent={sent}\n")
+    if sent < 0:
+        _record(int(str(nid)), 0, timed_out=True)
+
+
+def _record(nid: int, code: int, timed_out: bool) -> str:
+    rows = db.query("SELECT autoprov.record_notify_outcome(%s, %s, %s)", (nid, code, timed_out))
+    return str(rows[0][0]) if rows else "ignored"
+
+
+def _send_claimed(only_aor: str | None = None) -> int:
+    rows = db.query("SELECT * FROM autoprov.claim_notifies(%s, %s, %s)",
+                    (_SERVER_ID, CLAIM_BATCH, only_aor))
+    for row in rows:
+        send(row)
+    return len(rows)
+
+
+def _refresh_pending() -> None:
+    """Mirror the pending AORs into shared memory, so REGISTER needs no query to check them."""
+    global _pending_aors
+    current = {str(r[0]) for r in db.query("SELECT aor FROM autoprov.resync_pending_aor")}
+    for aor in current - _pending_aors:
+        KSR.htable.sht_seti(PENDING_TABLE, aor, 1)
+    for aor in _pending_aors - current:
+        KSR.htable.sht_rm(PENDING_TABLE, aor)
+    _pending_aors = current
+
+
+def tick() -> None:
+    global _last_run
+    now = time.monotonic()
+    woken = db.notified(CHANNEL)
+    if not woken and now - _last_run < _POLL_SECONDS:
+        return
+    _last_run = now
+    db.query("SELECT autoprov.dispatch_unchecked()")
+    while _send_claimed() == CLAIM_BATCH:
+        pass
+    db.query("SELECT autoprov.expire_notifies(%s)", (LOST_AFTER,))
+    _refresh_pending()
+
+
+def after_register(user: str, domain: str) -> None:
+    aor = f"{user}@{domain}"
+    if KSR.htable.sht_get(PENDING_TABLE, aor) is None:
+        return  # the plain refresh of an unchanged device: memory only
+    db.query("SELECT autoprov.dispatch_for_aor(%s, %s)", (user, domain))
+    _send_claimed(aor)
+
+
+def on_uac_event() -> None:
+    nid = pv("$uac_req(evparam)")
+    if not nid.isdigit():
+        return  # not one of ours
+    code = int(pv("$uac_req(evcode)") or 0)
+    timed_out = pv("$uac_req(evtype)") == "2"
+    outcome = _record(int(nid), code, timed_out)
+    KSR.info(f"autoprov resync notify={nid} code={code} outcome={outcome}\n")

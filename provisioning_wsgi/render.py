@@ -1,0 +1,168 @@
+"""Configs from templates: the generic bootstrap files and the full per-device ones.
+
+Templates live in templates/<vendor>/<bootstrap|config>/<file kind>, optionally per model in
+templates/<vendor>/<port>/<model>/<file kind>; a file of the same relative name under the
+configured template_dir wins over the shipped one. The bootstrap renderer is never given a
+line, so no bootstrap template can print a credential, whatever it says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from autoprov import sipprobe
+from autoprov.config import Settings
+from autoprov.mac import colon_form
+from provisioning_wsgi.vendors import Requested, Vendor, VENDORS
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+BOOTSTRAP_PATH = "/device/autoprov/bootstrap/"
+CONFIG_PATH = "/device/autoprov/config/"
+# How often phones fetch their config unasked; a NOTIFY makes them fetch at once.
+RESYNC_INTERVAL = timedelta(hours=24)
+_SAFE_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+log = logging.getLogger("autoprov.provisioning")
+
+
+class RenderError(RuntimeError):
+    """A template could not be rendered (an operator's override is broken, most likely)."""
+
+
+@dataclass(frozen=True)
+class Device:
+    id: int
+    mac: str
+    vendor: str
+    model: str
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int
+    username: str
+    domain: str
+    password: str
+    display_name: str
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.username
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: bytes
+    content_type: str
+
+    @property
+    def version(self) -> str:
+        """What identifies these exact bytes: the ETag and config_fetch.config_version."""
+        return hashlib.sha256(self.body).hexdigest()[:32]
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def sip_server(settings: Settings) -> dict[str, Any]:
+    """Where phones send SIP: public_host, with the port and transport of the first listener."""
+    for address in settings.sip_listen:
+        try:
+            proto, _host, port = sipprobe.parse_listen(address)
+        except ValueError:
+            continue
+        if proto in ("udp", "tcp", "tls"):
+            return {"host": settings.public_host, "port": port, "transport": proto}
+    return {"host": settings.public_host, "port": 5060, "transport": "udp"}
+
+
+def _environment(vendor: Vendor, template_dir: str) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if template_dir:
+        loaders.append(jinja2.FileSystemLoader(template_dir))
+    loaders.append(jinja2.FileSystemLoader(TEMPLATES))
+    return jinja2.Environment(  # noqa: S701 - not HTML: finalize escapes per vendor format
+        loader=jinja2.ChoiceLoader(loaders),
+        finalize=vendor.escape,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=True,
+    )
+
+
+class Renderer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._environments = {name: _environment(vendor, settings.template_dir)
+                              for name, vendor in VENDORS.items()}
+        host = _host_for_url(settings.public_host)
+        self._urls = {
+            "config": f"https://{host}:{settings.https_port}{CONFIG_PATH}",
+            "bootstrap": f"http://{host}:{settings.http_port}{BOOTSTRAP_PATH}",
+        }
+
+    def bootstrap(self, requested: Requested, device: Device | None) -> Rendered:
+        """The generic file for the plain-HTTP port: it never sees a line."""
+        return self._render(requested, "bootstrap", device, {})
+
+    def config(self, requested: Requested, device: Device | None, lines: list[Line]) -> Rendered:
+        """The full file for the TLS port."""
+        extra: dict[str, Any] = {"sip": sip_server(self.settings), "lines": lines}
+        if device is not None:
+            by_number = {line.number: line for line in lines}
+            count = max([requested.vendor.line_slots, *by_number])
+            extra["slots"] = [(n, by_number.get(n)) for n in range(1, count + 1)]
+            self._warn_unrepresentable(requested.vendor, device, lines)
+        return self._render(requested, "config", device, extra)
+
+    def _render(self, requested: Requested, port: str, device: Device | None,
+                extra: dict[str, Any]) -> Rendered:
+        vendor = requested.vendor
+        context: dict[str, Any] = {
+            "file": requested.file,
+            "vendor": vendor.name,
+            "model": device.model if device else requested.model,
+            "mac": device.mac if device else None,
+            "mac_upper": device.mac.upper() if device else None,
+            "mac_colon": colon_form(device.mac) if device else None,
+            "urls": self._urls,
+            "resync": {
+                "seconds": int(RESYNC_INTERVAL.total_seconds()),
+                "minutes": int(RESYNC_INTERVAL.total_seconds()) // 60,
+            },
+            **extra,
+        }
+        names = [f"{vendor.name}/{port}/{requested.template}"]
+        if device is not None and _SAFE_MODEL.match(device.model):
+            names.insert(0, f"{vendor.name}/{port}/{device.model}/{requested.template}")
+        try:
+            template = self._environments[vendor.name].select_template(names)
+            text = template.render(context)
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"template {names[-1]}: {exc}") from exc
+        return Rendered(vendor.finish(text), vendor.content_type)
+
+    @staticmethod
+    def _warn_unrepresentable(vendor: Vendor, device: Device, lines: list[Line]) -> None:
+        for line in lines:
+            for field in ("username", "password"):
+                if not vendor.representable(getattr(line, field)):
+                    # The value itself is never logged.
+                    log.warning("device %s line %d: the %s holds characters a %s config cannot"
+                                " carry; the phone gets it altered", device.mac, line.number,
+                                field, vendor.name)

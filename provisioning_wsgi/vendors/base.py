@@ -1,0 +1,90 @@
+"""The shape of a vendor module, and helpers the formats share."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from markupsafe import Markup
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """A file name a phone asks for, and the template that answers it.
+
+    Named groups in the pattern: "mac" makes it one device's file (the MAC must be that
+    device's, and on the TLS port the client certificate's); "model" goes to the template.
+    """
+
+    pattern: re.Pattern[str]
+    # The template's file name, under <vendor>/<bootstrap|config>/.
+    template: str
+
+
+@dataclass(frozen=True)
+class Vendor:
+    name: str
+    content_type: str
+    files: tuple[FileKind, ...]
+    # Jinja2 finalize: every {{ value }} goes through it, so a template cannot forget escaping.
+    escape: Callable[[object], str]
+    # Whether a value survives escape unchanged in meaning (else the phone gets a mangled one).
+    representable: Callable[[str], bool]
+    # The rendered text as the bytes to serve (line ends, final newline).
+    finish: Callable[[str], bytes]
+    # Line slots a full config names; unused ones are written disabled so stale lines go away.
+    line_slots: int
+    # The files a phone of this model (first argument) and MAC asks for, in its order.
+    files_for: Callable[[str, str], list[str]]
+    # A client certificate subject in the style of the vendor's factory certificates.
+    client_subject: Callable[[str], x509.Name]
+
+
+@dataclass(frozen=True)
+class Requested:
+    vendor: Vendor
+    file: str
+    template: str
+    mac: str | None
+    model: str | None
+
+
+def passthrough(value: object) -> str | None:
+    """None prints as nothing; Markup (a template's explicit |safe) as it is; else None."""
+    if value is None:
+        return ""
+    if isinstance(value, Markup):
+        return str(value)
+    return None
+
+
+def is_line_break_or_control(char: str) -> bool:
+    # Cc covers CR, LF, TAB, NUL...; Zl/Zp are line breaks to some parsers (NEL is Cc).
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp")
+
+
+def single_line(value: object) -> str:
+    """For line-based formats: no character of a value can end its line and start a key."""
+    done = passthrough(value)
+    if done is not None:
+        return done
+    return "".join(" " if is_line_break_or_control(c) else c for c in str(value))
+
+
+def no_line_breaks(value: str) -> bool:
+    return not any(is_line_break_or_control(c) for c in value)
+
+
+def lines_of(text: str) -> list[str]:
+    """Template output as lines, whatever line ends the template file used; no trailing blanks."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def mac_pattern(prefix: str, suffix: str) -> re.Pattern[str]:
+    return re.compile(rf"^{prefix}(?P<mac>[0-9A-Fa-f]{{12}}){suffix}$")

@@ -1,0 +1,354 @@
+-- Resync: durable requests (one per device change or ask) and one row per NOTIFY sent to a
+-- registered contact, with its outcome. Kamailio dispatches and sends them; SQL only records.
+
+-- The Event header each vendor's phones act on (per-model overrides live in configuration).
+ALTER TABLE autoprov.vendor ADD COLUMN notify_event text NOT NULL DEFAULT 'check-sync';
+UPDATE autoprov.vendor SET notify_event = 'check-sync;reboot=false' WHERE name = 'yealink';
+
+CREATE TABLE autoprov.resync_request (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    device_id   bigint NOT NULL REFERENCES autoprov.device (id) ON DELETE CASCADE,
+    reason      text NOT NULL,
+    -- pending: nothing sent yet (no registered contact, or not yet dispatched);
+    -- sending: NOTIFYs out; done: every NOTIFY has an outcome; failed: gave up (never answered).
+    state       text NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'sending', 'done', 'failed')),
+    -- false until a proxy has looked for contacts; a pending, checked request waits for REGISTER.
+    checked     boolean NOT NULL DEFAULT false,
+    attempts    integer NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+-- Duplicate requests coalesce: at most one pending request per device.
+CREATE UNIQUE INDEX resync_request_one_pending ON autoprov.resync_request (device_id)
+    WHERE state = 'pending';
+CREATE INDEX resync_request_unchecked ON autoprov.resync_request (id)
+    WHERE state = 'pending' AND NOT checked;
+CREATE INDEX resync_request_device ON autoprov.resync_request (device_id, id DESC);
+
+CREATE TABLE autoprov.resync_notify (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    request_id    bigint NOT NULL REFERENCES autoprov.resync_request (id) ON DELETE CASCADE,
+    attempt       integer NOT NULL,
+    line_no       integer NOT NULL,
+    subscriber_id integer NOT NULL,
+    aor           text NOT NULL,
+    ruid          text NOT NULL,          -- the location binding notified
+    contact       text NOT NULL,
+    received      text,
+    socket        text,
+    server_id     integer NOT NULL,       -- the proxy the binding registered through sends it
+    credential    text NOT NULL DEFAULT 'current' CHECK (credential IN ('current', 'previous')),
+    state         text NOT NULL DEFAULT 'queued' CHECK (state IN
+                  ('queued', 'sent', 'accepted', 'refused', 'challenge_failed', 'no_answer')),
+    challenged    boolean NOT NULL DEFAULT false,
+    code          integer,
+    queued_at     timestamptz NOT NULL DEFAULT now(),
+    sent_at       timestamptz,
+    answered_at   timestamptz,
+    UNIQUE (request_id, attempt, ruid, credential)
+);
+CREATE INDEX resync_notify_queued ON autoprov.resync_notify (server_id, id) WHERE state = 'queued';
+CREATE INDEX resync_notify_sent ON autoprov.resync_notify (sent_at) WHERE state = 'sent';
+CREATE INDEX resync_notify_request ON autoprov.resync_notify (request_id);
+
+-- A rotated password stays usable until the phone has fetched a config carrying the new one.
+CREATE TABLE autoprov.previous_password (
+    subscriber_id integer PRIMARY KEY REFERENCES subscriber (id) ON DELETE CASCADE,
+    password      text NOT NULL,
+    replaced_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE FUNCTION autoprov.request_device_resync(dev bigint, why text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    rid bigint;
+BEGIN
+    INSERT INTO autoprov.resync_request (device_id, reason) VALUES (dev, why)
+    ON CONFLICT (device_id) WHERE state = 'pending'
+    DO UPDATE SET checked = false, updated_at = now()
+    RETURNING id INTO rid;
+    -- Delivered at commit; the proxies LISTEN and dispatch within a tick.
+    PERFORM pg_notify('autoprov_resync', '');
+    RETURN rid;
+END $$;
+
+CREATE FUNCTION autoprov.request_resync(mac text, why text DEFAULT 'sql') RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    dev bigint;
+BEGIN
+    SELECT id INTO dev FROM autoprov.device WHERE device.mac = autoprov.normalize_mac($1);
+    IF dev IS NULL THEN
+        RAISE EXCEPTION 'no device %', autoprov.normalize_mac($1) USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN autoprov.request_device_resync(dev, why);
+END $$;
+
+-- Queue one NOTIFY per live binding of the device's lines. Returns how many were queued.
+CREATE FUNCTION autoprov.dispatch_request(rid bigint) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    queued integer;
+BEGIN
+    INSERT INTO autoprov.resync_notify
+        (request_id, attempt, line_no, subscriber_id, aor, ruid, contact, received, socket,
+         server_id, credential)
+    SELECT r.id, r.attempts + 1, l.line_no, s.id, s.username || '@' || s.domain, loc.ruid,
+           loc.contact, NULLIF(loc.received, ''), loc.socket, loc.server_id,
+           CASE WHEN p.subscriber_id IS NULL THEN 'current' ELSE 'previous' END
+      FROM autoprov.resync_request r
+      JOIN autoprov.device_line l ON l.device_id = r.device_id
+      JOIN subscriber s ON s.id = l.subscriber_id
+      JOIN location loc ON loc.username = s.username AND loc.domain = s.domain
+                       AND loc.expires > localtimestamp
+      LEFT JOIN autoprov.previous_password p ON p.subscriber_id = s.id
+     WHERE r.id = rid
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    IF queued > 0 THEN
+        UPDATE autoprov.resync_request
+           SET state = 'sending', checked = true, attempts = attempts + 1, updated_at = now()
+         WHERE id = rid;
+        PERFORM pg_notify('autoprov_resync', '');
+    ELSE
+        UPDATE autoprov.resync_request SET checked = true, updated_at = now() WHERE id = rid;
+    END IF;
+    RETURN queued;
+END $$;
+
+-- A proxy's tick: look for contacts of every request nobody has checked yet.
+CREATE FUNCTION autoprov.dispatch_unchecked() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    rid bigint;
+    total integer := 0;
+BEGIN
+    FOR rid IN SELECT id FROM autoprov.resync_request
+                WHERE state = 'pending' AND NOT checked
+                ORDER BY id FOR UPDATE SKIP LOCKED
+    LOOP
+        total := total + autoprov.dispatch_request(rid);
+    END LOOP;
+    RETURN total;
+END $$;
+
+-- Right after a REGISTER of an AOR that has a pending request: queue its NOTIFYs.
+CREATE FUNCTION autoprov.dispatch_for_aor(uname text, dom text) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    rid bigint;
+    total integer := 0;
+BEGIN
+    FOR rid IN SELECT r.id FROM autoprov.resync_request r
+                 JOIN autoprov.device_line l ON l.device_id = r.device_id
+                 JOIN subscriber s ON s.id = l.subscriber_id
+                WHERE r.state = 'pending' AND s.username = uname AND s.domain = dom
+                FOR UPDATE OF r SKIP LOCKED
+    LOOP
+        total := total + autoprov.dispatch_request(rid);
+    END LOOP;
+    RETURN total;
+END $$;
+
+-- The AORs whose next REGISTER should trigger a NOTIFY (the proxies keep them in memory).
+CREATE VIEW autoprov.resync_pending_aor AS
+SELECT DISTINCT s.username || '@' || s.domain AS aor
+  FROM autoprov.resync_request r
+  JOIN autoprov.device_line l ON l.device_id = r.device_id
+  JOIN subscriber s ON s.id = l.subscriber_id
+ WHERE r.state = 'pending';
+
+-- Claim this proxy's queued NOTIFYs (exactly once across proxies) with what sending needs.
+CREATE FUNCTION autoprov.claim_notifies(sid integer, max_rows integer, only_aor text DEFAULT NULL)
+RETURNS TABLE (id bigint, aor text, contact text, received text, socket text, vendor text,
+               model text, event text, username text, password text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE autoprov.resync_notify n SET state = 'sent', sent_at = now()
+         WHERE n.id IN (SELECT q.id FROM autoprov.resync_notify q
+                         WHERE q.state = 'queued' AND q.server_id = sid
+                           AND (only_aor IS NULL OR q.aor = only_aor)
+                         ORDER BY q.id LIMIT max_rows FOR UPDATE SKIP LOCKED)
+        RETURNING n.*
+    )
+    SELECT c.id, c.aor, c.contact, c.received, c.socket, d.vendor, d.model, v.notify_event,
+           s.username::text,
+           (CASE WHEN c.credential = 'previous' THEN p.password ELSE s.password END)::text
+      FROM claimed c
+      JOIN autoprov.resync_request r ON r.id = c.request_id
+      JOIN autoprov.device d ON d.id = r.device_id
+      JOIN autoprov.vendor v ON v.name = d.vendor
+      JOIN subscriber s ON s.id = c.subscriber_id
+      LEFT JOIN autoprov.previous_password p ON p.subscriber_id = c.subscriber_id
+     ORDER BY c.id;
+END $$;
+
+-- Close a request once none of its NOTIFYs is in flight.
+CREATE FUNCTION autoprov.settle_request(rid bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    req autoprov.resync_request;
+BEGIN
+    SELECT * INTO req FROM autoprov.resync_request WHERE resync_request.id = rid FOR UPDATE;
+    IF req.state <> 'sending' OR EXISTS (
+        SELECT 1 FROM autoprov.resync_notify
+         WHERE request_id = rid AND state IN ('queued', 'sent')) THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM autoprov.resync_notify
+                    WHERE request_id = rid AND attempt = req.attempts AND state <> 'no_answer')
+    THEN
+        -- Nobody answered: try again after the phone's next REGISTER, a bounded number of times.
+        IF req.attempts >= 3 THEN
+            UPDATE autoprov.resync_request SET state = 'failed', updated_at = now() WHERE id = rid;
+        ELSIF NOT EXISTS (SELECT 1 FROM autoprov.resync_request
+                           WHERE device_id = req.device_id AND state = 'pending') THEN
+            UPDATE autoprov.resync_request SET state = 'pending', checked = true, updated_at = now()
+             WHERE id = rid;
+        ELSE
+            UPDATE autoprov.resync_request SET state = 'failed', updated_at = now() WHERE id = rid;
+        END IF;
+    ELSE
+        UPDATE autoprov.resync_request SET state = 'done', updated_at = now() WHERE id = rid;
+    END IF;
+END $$;
+
+-- Record what the phone answered. A first 401/407 is the expected challenge (the proxy retries
+-- with credentials); a second one means the phone rejected our credentials.
+CREATE FUNCTION autoprov.record_notify_outcome(nid bigint, reply_code integer, timed_out boolean)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    n autoprov.resync_notify;
+    outcome text;
+BEGIN
+    SELECT * INTO n FROM autoprov.resync_notify WHERE id = nid FOR UPDATE;
+    IF n.id IS NULL OR n.state <> 'sent' THEN
+        RETURN 'ignored';
+    END IF;
+    IF timed_out OR reply_code = 408 THEN
+        outcome := 'no_answer';
+    ELSIF reply_code IN (401, 407) AND NOT n.challenged THEN
+        UPDATE autoprov.resync_notify SET challenged = true, code = reply_code WHERE id = nid;
+        RETURN 'challenged';
+    ELSIF reply_code IN (401, 407, 403) AND n.challenged THEN
+        outcome := 'challenge_failed';
+    ELSIF reply_code BETWEEN 200 AND 299 THEN
+        outcome := 'accepted';
+    ELSE
+        outcome := 'refused';
+    END IF;
+    UPDATE autoprov.resync_notify
+       SET state = outcome, code = reply_code, answered_at = now()
+     WHERE id = nid;
+    -- The phone refused the credential we tried: try the other one (password rotation).
+    IF outcome = 'challenge_failed' AND EXISTS (
+        SELECT 1 FROM autoprov.previous_password WHERE subscriber_id = n.subscriber_id)
+       AND NOT EXISTS (SELECT 1 FROM autoprov.resync_notify
+                        WHERE request_id = n.request_id AND attempt = n.attempt
+                          AND ruid = n.ruid AND credential <> n.credential) THEN
+        INSERT INTO autoprov.resync_notify
+            (request_id, attempt, line_no, subscriber_id, aor, ruid, contact, received, socket,
+             server_id, credential)
+        VALUES (n.request_id, n.attempt, n.line_no, n.subscriber_id, n.aor, n.ruid, n.contact,
+                n.received, n.socket, n.server_id,
+                CASE WHEN n.credential = 'current' THEN 'previous' ELSE 'current' END);
+        PERFORM pg_notify('autoprov_resync', '');
+    END IF;
+    PERFORM autoprov.settle_request(n.request_id);
+    RETURN outcome;
+END $$;
+
+-- NOTIFYs whose answer never came back (lost transaction): no answer.
+CREATE FUNCTION autoprov.expire_notifies(older_than interval) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    nid bigint;
+    total integer := 0;
+BEGIN
+    FOR nid IN SELECT id FROM autoprov.resync_notify
+                WHERE state = 'sent' AND sent_at < now() - older_than
+                FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM autoprov.record_notify_outcome(nid, 408, true);
+        total := total + 1;
+    END LOOP;
+    RETURN total;
+END $$;
+
+-- What a DBA reads: the latest request per device and its NOTIFYs.
+CREATE VIEW autoprov.resync_status AS
+SELECT d.mac, r.id AS request_id, r.reason, r.state AS request_state, r.attempts,
+       r.created_at, n.line_no, n.aor, n.contact, n.credential, n.state AS outcome, n.code,
+       n.challenged, n.sent_at, n.answered_at
+  FROM autoprov.resync_request r
+  JOIN autoprov.device d ON d.id = r.device_id
+  LEFT JOIN autoprov.resync_notify n ON n.request_id = r.id;
+
+-- Changing what a device's config is made of makes the device resync by itself.
+CREATE FUNCTION autoprov.device_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF (OLD.mac, OLD.vendor, OLD.model) IS DISTINCT FROM (NEW.mac, NEW.vendor, NEW.model) THEN
+        PERFORM autoprov.request_device_resync(NEW.id, 'config-change');
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER device_changed AFTER UPDATE ON autoprov.device
+    FOR EACH ROW EXECUTE FUNCTION autoprov.device_changed();
+
+CREATE FUNCTION autoprov.device_line_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    dev bigint;
+BEGIN
+    FOR dev IN SELECT DISTINCT x FROM unnest(ARRAY[
+                   CASE WHEN TG_OP <> 'INSERT' THEN OLD.device_id END,
+                   CASE WHEN TG_OP <> 'DELETE' THEN NEW.device_id END]) AS x
+                WHERE x IS NOT NULL
+    LOOP
+        -- A line deleted with its device (cascade) has no device left to resync.
+        IF EXISTS (SELECT 1 FROM autoprov.device WHERE id = dev) THEN
+            PERFORM autoprov.request_device_resync(dev, 'config-change');
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER device_line_changed AFTER INSERT OR UPDATE OR DELETE ON autoprov.device_line
+    FOR EACH ROW EXECUTE FUNCTION autoprov.device_line_changed();
+
+CREATE FUNCTION autoprov.subscriber_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    dev bigint;
+BEGIN
+    IF (OLD.username, OLD.domain, OLD.password) IS NOT DISTINCT FROM
+       (NEW.username, NEW.domain, NEW.password) THEN
+        RETURN NULL;
+    END IF;
+    IF OLD.password IS DISTINCT FROM NEW.password THEN
+        -- Keep the password the phone still holds; a second rotation before the phone fetched
+        -- its config keeps the first one, which is what the phone has.
+        INSERT INTO autoprov.previous_password (subscriber_id, password)
+        VALUES (OLD.id, OLD.password)
+        ON CONFLICT (subscriber_id) DO NOTHING;
+        DELETE FROM autoprov.previous_password
+         WHERE subscriber_id = NEW.id AND password = NEW.password;
+    END IF;
+    FOR dev IN SELECT DISTINCT device_id FROM autoprov.device_line WHERE subscriber_id = NEW.id
+    LOOP
+        PERFORM autoprov.request_device_resync(dev, 'config-change');
+    END LOOP;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER subscriber_changed AFTER UPDATE ON subscriber
+    FOR EACH ROW EXECUTE FUNCTION autoprov.subscriber_changed();
+
+-- Credentials a phone may still use while a password rotation is under way (the REGISTER path
+-- tries these after the current password fails).
+CREATE VIEW autoprov.previous_credentials AS
+SELECT s.username, s.domain, p.password
+  FROM autoprov.previous_password p JOIN subscriber s ON s.id = p.subscriber_id;

@@ -1,0 +1,37 @@
+"""Check a SIP digest response the way a phone does (RFC 2617, MD5, qop=auth or none)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - SIP digest is MD5
+
+
+def params(header_value: str) -> dict[str, str]:
+    body = header_value.split(None, 1)[1] if header_value.lower().startswith("digest") else ""
+    return {k.lower(): v.strip('"') for k, v in
+            re.findall(r'(\w+)=("[^"]*"|[^,\s]+)', body)}
+
+
+def valid(header_value: str, method: str, username: str, password: str) -> bool:
+    p = params(header_value)
+    if p.get("username") != username:
+        return False
+    ha1 = _md5(f"{username}:{p['realm']}:{password}")
+    ha2 = _md5(f"{method}:{p['uri']}")
+    if p.get("qop"):
+        expected = _md5(f"{ha1}:{p['nonce']}:{p['nc']}:{p['cnonce']}:{p['qop']}:{ha2}")
+    else:
+        expected = _md5(f"{ha1}:{p['nonce']}:{ha2}")
+    return p.get("response") == expected
+
+
+def header(message: str, name: str) -> str | None:
+    for line in message.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return None

@@ -1,0 +1,314 @@
+"""check-sync NOTIFY from the proxy to real sipp phones, every trigger, every outcome."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+
+from autoprov import kamailio as kam
+from autoprov.config import Settings
+from tests import sipdigest
+from tests.conftest import RunningService, Subscriber, autoprov_cli, random_mac
+from tests.sipp import Phone, SippResult
+
+
+@dataclass
+class Device:
+    mac: str
+    sub: Subscriber
+    phone: Phone
+
+
+def wait_pending_in_proxy(settings: Settings, aor: str, timeout: float = 5) -> None:
+    """Wait until the proxy holds `aor` as pending in memory (its REGISTER will trigger)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            kam.rpc(settings, "htable.get", "resync_pending", aor)
+            return
+        except kam.RpcError:
+            time.sleep(0.05)
+    raise AssertionError(f"{aor} never became pending in the proxy")
+
+
+def add_device(settings: Settings, sub: Subscriber, vendor: str = "yealink",
+               model: str = "T46U") -> str:
+    mac = random_mac()
+    autoprov_cli(settings, "device", "add", mac, "--vendor", vendor, "--model", model,
+                 "--line", f"1={sub.aor}", check=True)
+    return mac
+
+
+@pytest.fixture
+def registered_device(kamailio: RunningService, settings: Settings, new_subscriber: Any,
+                      phone_for: Any) -> Callable[..., Device]:
+    """A device whose phone registered and accepted the NOTIFY its first REGISTER triggered."""
+
+    def make(vendor: str = "yealink", model: str = "T46U", transport: str = "udp") -> Device:
+        sub = new_subscriber()
+        mac = add_device(settings, sub, vendor, model)
+        phone = phone_for(sub, transport)
+        wait_pending_in_proxy(settings, sub.aor)
+        with phone.answer("notify-accept") as uas:
+            assert phone.register().ok
+            assert uas.result().ok
+        return Device(mac, sub, phone)
+
+    return make
+
+
+def resync_cli(settings: Settings, mac: str, wait: float = 15) -> tuple[int, dict[str, Any]]:
+    result = autoprov_cli(settings, "resync", mac, "--wait", str(wait), "--json")
+    assert result.stderr == ""
+    return result.returncode, json.loads(result.stdout)
+
+
+def check_notify_on_the_wire(message: str, sub: Subscriber, event: str) -> None:
+    assert sipdigest.header(message, "Event") == event
+    assert sipdigest.header(message, "Subscription-State") == "active"
+    from_, to = sipdigest.header(message, "From"), sipdigest.header(message, "To")
+    assert from_ is not None and from_.startswith(f"<sip:{sub.aor}>;tag=")
+    assert to == f"<sip:{sub.aor}>"
+
+
+def test_phone_challenging_with_401_gets_the_line_credentials(
+    registered_device: Callable[..., Device], settings: Settings
+) -> None:
+    dev = registered_device()
+    with dev.phone.answer("notify-challenge-401") as uas:
+        code, info = resync_cli(settings, dev.mac)
+        phone_side = uas.result()
+
+    assert phone_side.ok and "AUTH-VERIFIED" in phone_side.output, phone_side.output
+    first, retry = phone_side.received("NOTIFY")
+    check_notify_on_the_wire(first, dev.sub, "check-sync;reboot=false")
+    assert sipdigest.header(first, "Authorization") is None
+    auth = sipdigest.header(retry, "Authorization")
+    assert auth and sipdigest.valid(auth, "NOTIFY", dev.sub.username, dev.sub.password)
+    assert code == 0
+    [contact] = info["contacts"]
+    assert (contact["outcome"], contact["code"], contact["challenged"]) == ("accepted", 200, True)
+    assert info["state"] == "done"
+
+
+def test_phone_challenging_with_407_gets_proxy_authorization(
+    registered_device: Callable[..., Device], settings: Settings
+) -> None:
+    dev = registered_device(vendor="cisco", model="SPA504G")
+    with dev.phone.answer("notify-challenge-407") as uas:
+        code, info = resync_cli(settings, dev.mac)
+        phone_side = uas.result()
+
+    first, retry = phone_side.received("NOTIFY")
+    check_notify_on_the_wire(first, dev.sub, "check-sync")
+    auth = sipdigest.header(retry, "Proxy-Authorization")
+    assert auth and sipdigest.valid(auth, "NOTIFY", dev.sub.username, dev.sub.password)
+    assert code == 0 and info["contacts"][0]["outcome"] == "accepted"
+
+
+def test_phone_accepting_without_challenge(registered_device: Callable[..., Device],
+                                           settings: Settings) -> None:
+    dev = registered_device(vendor="panasonic", model="KX-UT136")
+    with dev.phone.answer("notify-accept") as uas:
+        code, info = resync_cli(settings, dev.mac)
+        [notify] = uas.result().received("NOTIFY")
+    check_notify_on_the_wire(notify, dev.sub, "check-sync")
+    assert code == 0
+    assert (info["contacts"][0]["outcome"], info["contacts"][0]["challenged"]) == \
+        ("accepted", False)
+
+
+def test_phone_rejecting_our_credentials_is_challenge_failed(
+    registered_device: Callable[..., Device], settings: Settings
+) -> None:
+    dev = registered_device()
+    with dev.phone.answer("notify-challenge-401", password="the-phone-knows-another") as uas:
+        code, info = resync_cli(settings, dev.mac)
+        phone_side = uas.result()
+    assert "AUTH-VERIFIED" not in phone_side.output
+    assert code == 1
+    assert info["contacts"][0]["outcome"] == "challenge_failed"
+    assert info["contacts"][0]["code"] == 403
+
+
+def test_phone_refusing_the_event_is_refused_with_its_code(
+    registered_device: Callable[..., Device], settings: Settings
+) -> None:
+    dev = registered_device()
+    with dev.phone.answer("notify-refuse") as uas:
+        code, info = resync_cli(settings, dev.mac)
+        uas.result()
+    assert code == 1
+    assert (info["contacts"][0]["outcome"], info["contacts"][0]["code"]) == ("refused", 489)
+
+
+def test_offline_phone_is_no_answer(registered_device: Callable[..., Device],
+                                    settings: Settings, conn: psycopg.Connection[Any]) -> None:
+    dev = registered_device()  # registered, then gone: nobody listens on its contact any more
+    code, info = resync_cli(settings, dev.mac, wait=30)
+    assert code == 1
+    assert info["contacts"][0]["outcome"] == "no_answer"
+    # Not retried in a loop: it waits for the phone's next REGISTER.
+    assert info["state"] == "pending"
+    row = conn.execute("SELECT attempts FROM autoprov.resync_request WHERE id = %s",
+                       (info["request_id"],)).fetchone()
+    assert row == (1,)
+
+
+def test_device_without_registered_contact_is_pending_then_sent_after_register(
+    kamailio: RunningService, settings: Settings, new_subscriber: Any, phone_for: Any,
+    conn: psycopg.Connection[Any],
+) -> None:
+    sub = new_subscriber()
+    mac = add_device(settings, sub)
+    phone = phone_for(sub)
+    result = autoprov_cli(settings, "resync", mac, "--wait", "5", "--json")
+    info = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert (info["state"], info["contacts"]) == ("pending", [])
+    assert "no registered contact" in autoprov_cli(settings, "resync", mac, "--wait", "5").stdout
+
+    wait_pending_in_proxy(settings, sub.aor)
+    with phone.answer("notify-challenge-401") as uas:
+        assert phone.register().ok
+        phone_side = uas.result()
+    assert "AUTH-VERIFIED" in phone_side.output
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        state = conn.execute("SELECT state FROM autoprov.resync_request WHERE id = %s",
+                             (info["request_id"],)).fetchone()
+        if state == ("done",):
+            break
+        time.sleep(0.1)
+    assert state == ("done",)
+
+
+def test_sql_request_resync_returns_the_request_and_duplicates_coalesce(
+    kamailio: RunningService, settings: Settings, new_subscriber: Any,
+    conn: psycopg.Connection[Any],
+) -> None:
+    sub = new_subscriber()
+    mac = add_device(settings, sub)
+    with conn.transaction():
+        first = conn.execute("SELECT autoprov.request_resync(%s)", (mac,)).fetchone()
+        second = conn.execute("SELECT autoprov.request_resync(%s)", (mac.upper(),)).fetchone()
+    assert first == second
+    assert first is not None
+    rows = conn.execute("SELECT request_state FROM autoprov.resync_status WHERE request_id = %s",
+                        (first[0],)).fetchall()
+    assert rows == [("pending",)]
+    with pytest.raises(psycopg.errors.NoDataFound, match="no device"):
+        conn.execute("SELECT autoprov.request_resync('00:15:65:00:00:00')")
+
+
+def test_sql_trigger_sends_at_once_to_a_registered_phone(
+    registered_device: Callable[..., Device], settings: Settings, conn: psycopg.Connection[Any]
+) -> None:
+    dev = registered_device()
+    with dev.phone.answer("notify-challenge-401") as uas:
+        conn.execute("SELECT autoprov.request_resync(%s)", (dev.mac,))
+        phone_side = uas.result()
+    assert "AUTH-VERIFIED" in phone_side.output
+
+
+@pytest.mark.parametrize("change", [
+    "UPDATE autoprov.device_line SET display_name = 'Reception' WHERE device_id ="
+    " (SELECT id FROM autoprov.device WHERE mac = %(mac)s)",
+    "UPDATE autoprov.device SET model = 'T48U' WHERE mac = %(mac)s",
+])
+def test_config_change_resyncs_a_registered_phone(
+    registered_device: Callable[..., Device], settings: Settings,
+    conn: psycopg.Connection[Any], change: str,
+) -> None:
+    dev = registered_device()
+    with dev.phone.answer("notify-challenge-401") as uas:
+        conn.execute(change, {"mac": dev.mac})
+        phone_side: SippResult = uas.result()
+    assert "AUTH-VERIFIED" in phone_side.output, phone_side.output
+
+
+def test_tcp_phone_gets_its_notify_over_tcp(registered_device: Callable[..., Device],
+                                            settings: Settings) -> None:
+    dev = registered_device(transport="tcp")
+    with dev.phone.answer("notify-challenge-401") as uas:
+        code, _ = resync_cli(settings, dev.mac)
+        phone_side = uas.result()
+    assert "AUTH-VERIFIED" in phone_side.output
+    first = phone_side.received("NOTIFY")[0]
+    assert "SIP/2.0/TCP" in (sipdigest.header(first, "Via") or "")
+    assert code == 0
+
+
+def test_phone_behind_nat_is_notified_where_its_register_came_from(
+    kamailio: RunningService, settings: Settings, new_subscriber: Any, phone_for: Any,
+) -> None:
+    sub = new_subscriber()
+    phone = phone_for(sub)
+    # The phone thinks it is 192.168.1.50:5060 (its LAN address); its REGISTER arrives from
+    # 127.0.0.1:<its port>, the NAT's public side, where its UAS then listens.
+    assert phone.register(local_port=phone.port, contact_host="192.168.1.50",
+                          contact_port=5060).ok
+    with phone.answer("notify-challenge-401") as uas:
+        mac = add_device(settings, sub)  # a new device for a registered line: resync at once
+        phone_side = uas.result()
+    assert "AUTH-VERIFIED" in phone_side.output
+    first = phone_side.received("NOTIFY")[0]
+    assert first.startswith(f"NOTIFY sip:{sub.username}@192.168.1.50:5060")
+    info = json.loads(autoprov_cli(settings, "device", "show", mac, "--json").stdout)
+    assert info["resync"]["contacts"][0]["outcome"] == "accepted"
+
+
+def test_two_lines_two_contacts_each_with_its_own_credentials(
+    kamailio: RunningService, settings: Settings, new_subscriber: Any, phone_for: Any,
+) -> None:
+    one, two = new_subscriber(), new_subscriber()
+    phones = [phone_for(one), phone_for(two)]
+    for phone in phones:
+        assert phone.register().ok
+    mac = random_mac()
+    with phones[0].answer("notify-challenge-401") as uas1, \
+            phones[1].answer("notify-challenge-401") as uas2:
+        autoprov_cli(settings, "device", "add", mac, "--vendor", "yealink", "--model", "T46U",
+                     "--line", f"1={one.aor}", "--line", f"2={two.aor}", check=True)
+        results = [uas1.result(), uas2.result()]
+    for sub, result in zip([one, two], results, strict=True):
+        assert "AUTH-VERIFIED" in result.output
+        first, retry = result.received("NOTIFY")
+        check_notify_on_the_wire(first, sub, "check-sync;reboot=false")
+        auth = sipdigest.header(retry, "Authorization") or ""
+        assert sipdigest.valid(auth, "NOTIFY", sub.username, sub.password)
+    info = json.loads(autoprov_cli(settings, "device", "show", mac, "--json").stdout)
+    outcomes = {(c["line"], c["outcome"]) for c in info["resync"]["contacts"]}
+    assert outcomes == {(1, "accepted"), (2, "accepted")}
+
+
+def test_password_rotation_does_not_strand_the_phone(
+    registered_device: Callable[..., Device], settings: Settings,
+    conn: psycopg.Connection[Any],
+) -> None:
+    dev = registered_device()
+    old = dev.sub.password
+    new = "rotated-" + old
+    # The phone still holds the old password: the NOTIFY must be answered with it.
+    with dev.phone.answer("notify-challenge-401", password=old) as uas:
+        conn.execute("UPDATE subscriber SET password = %s WHERE username = %s AND domain = %s",
+                     (new, dev.sub.username, dev.sub.domain))
+        phone_side = uas.result()
+    assert "AUTH-VERIFIED" in phone_side.output
+    # Until it has fetched its new config, it may still register with the old one.
+    assert dataclasses.replace(dev.phone, password=old).register().ok
+    # A phone that already has the new password gets it on the second try.
+    with dev.phone.answer("notify-challenge-401", calls=2, password=new) as uas:
+        code, info = resync_cli(settings, dev.mac)
+        phone_side = uas.result()
+    assert "AUTH-VERIFIED" in phone_side.output
+    assert code == 0, json.dumps(info, default=str)
+    [contact] = info["contacts"]
+    assert (contact["outcome"], contact["credential"]) == ("accepted", "current")
