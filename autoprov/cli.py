@@ -14,13 +14,15 @@ from typing import Any
 
 import psycopg
 
-from autoprov import config, db, devices, kamailio, kemi_stubs, resync, stack
+from autoprov import config, config_fetch, db, devices, kamailio, kemi_stubs, resync, stack, tls
 from autoprov.config import Settings
 from autoprov.mac import InvalidMacError, normalize
 from autoprov.pgcluster import ClusterError
 from autoprov.redirect import jobs as redirect_jobs
 from autoprov.redirect import state as redirect_state
 from autoprov.redirect import worker as redirect_worker
+from provisioning_wsgi import preview
+from provisioning_wsgi import server as provisioning
 
 VENDORS = ("cisco", "panasonic", "yealink")
 
@@ -62,6 +64,7 @@ def cmd_device_show(settings: Settings, args: argparse.Namespace) -> int:
     if not info["lines"]:
         print("  no lines")
     print(f"  redirect: {redirect_state.describe(info['redirect'])}")
+    print(f"  last config fetch: {config_fetch.describe(info['last_config_fetch'])}")
     last = info["resync"]
     if last:
         print(f"  last resync: request {last['request_id']} ({last['reason']}) {last['state']}")
@@ -101,9 +104,11 @@ def cmd_resync(settings: Settings, args: argparse.Namespace) -> int:
             print("  " + resync.describe(contact))
         if info["state"] == "pending" and info["checked"]:
             print("  no registered contact: the NOTIFY goes out right after the next REGISTER")
+        if info["state"] == "fetched":
+            print("  the phone fetched its config since the change: nothing to send")
     if not args.wait:
         return 0
-    return 0 if resync.all_accepted(info) else 1
+    return 0 if resync.succeeded(info) else 1
 
 
 def cmd_redirect_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -120,6 +125,29 @@ def cmd_redirect_retry(settings: Settings, args: argparse.Namespace) -> int:
     with db.connect(settings) as conn:
         job_id = redirect_jobs.retry(conn, args.mac)
     print(f"redirect job {job_id} for {normalize(args.mac)} queued again")
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    return provisioning.serve(settings)
+
+
+def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
+    rendered = preview.render(settings, args.mac, bootstrap=args.bootstrap, file=args.file)
+    sys.stdout.buffer.write(rendered.body)
+    return 0
+
+
+def cmd_tls_phone_cert(settings: Settings, args: argparse.Namespace) -> int:
+    cert, key = tls.write_phone_cert(settings, args.mac, args.vendor, Path(args.out))
+    print(cert)
+    print(key)
+    return 0
+
+
+def cmd_tls_ca(settings: Settings, args: argparse.Namespace) -> int:
+    tls.dev_ca(settings)
+    print(tls.dev_ca_path(settings))
     return 0
 
 
@@ -201,6 +229,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(red, "retry", cmd_redirect_retry, "queue a MAC's failed redirect job again")
     p.add_argument("mac")
 
+    command(sub, "serve", cmd_serve, "run the provisioning service (both HTTP ports)")
+    p = command(sub, "render", cmd_render, "print the config the phone would get")
+    p.add_argument("mac")
+    p.add_argument("--bootstrap", action="store_true",
+                   help="the generic file from the plain-HTTP port instead of the full one")
+    p.add_argument("--file", metavar="NAME", help="a file name the phone asks for "
+                   "(default: the device's own file)")
+
+    tls_parser = sub.add_parser("tls", help="TLS material").add_subparsers(dest="tls",
+                                                                          required=True)
+    p = command(tls_parser, "phone-cert", cmd_tls_phone_cert,
+                "write a phone client certificate signed by the development CA")
+    p.add_argument("mac")
+    p.add_argument("--vendor", required=True, choices=VENDORS)
+    p.add_argument("--out", required=True, metavar="DIR")
+    command(tls_parser, "ca", cmd_tls_ca, "print the path of the development CA certificate")
+
     kam = sub.add_parser("kamailio", help="the SIP proxy").add_subparsers(dest="kam",
                                                                           required=True)
     command(kam, "reload", cmd_kamailio_reload, "reload the KEMI Python code without a restart")
@@ -218,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(settings, args)
     except (InvalidMacError, devices.DeviceError, resync.NoSuchDeviceError, config.ConfigError,
             ClusterError, stack.StackError, kamailio.RpcError, db.MigrationError,
-            redirect_jobs.RedirectError) as exc:
+            redirect_jobs.RedirectError, tls.TlsError, preview.PreviewError,
+            provisioning.ServeError) as exc:
         print(f"autoprov: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:

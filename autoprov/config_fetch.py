@@ -51,3 +51,11 @@ def prune(conn: Conn, keep: timedelta) -> int:
     """Delete old fetches, keeping each device's latest per port. Returns how many went."""
     row = conn.execute("SELECT autoprov.prune_config_fetch(%s)", (keep,)).fetchone()
     return int(row[0]) if row else 0
+
+
+def describe(fetch: dict[str, Any] | None) -> str:
+    """One line for `device show`."""
+    if fetch is None:
+        return "never"
+    return (f"{fetch['fetched_at']} {fetch['port']} {fetch['file']} version "
+            f"{fetch['config_version']} from {fetch['client_addr'] or '?'}")

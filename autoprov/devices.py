@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from autoprov import resync
+from autoprov import config_fetch, resync
 from autoprov.mac import normalize
 from autoprov.redirect import state as redirect_state
 
@@ -124,6 +124,7 @@ def show(conn: Conn, mac: str) -> dict[str, Any]:
             for line in lines
         ],
         "resync": resync.latest_for_device(conn, device["id"]),
+        "last_config_fetch": config_fetch.last(conn, device["id"]),
         **redirect_state.fragment(conn, mac),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -53,6 +54,9 @@ def environment(settings: Settings, code_root: Path = ROOT,
                 base: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env.update(settings.as_env())
+    for field in dataclasses.fields(settings):
+        if not field.repr:  # secrets the proxy has no use for stay out of its environment
+            env.pop("AUTOPROV_" + field.name.upper(), None)
     env["AUTOPROV_DB_URL"] = db.url(settings)
     env["PYTHONPATH"] = python_path(code_root)
     env["PYTHONDONTWRITEBYTECODE"] = "1"

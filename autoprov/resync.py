@@ -11,7 +11,8 @@ from psycopg.rows import dict_row
 from autoprov.mac import normalize
 
 Conn = psycopg.Connection[Any]
-FINAL_REQUEST_STATES = {"done", "failed"}
+# fetched: the phone fetched its config after the change, so nothing needed sending.
+FINAL_REQUEST_STATES = {"done", "failed", "fetched"}
 
 
 class NoSuchDeviceError(LookupError):
@@ -70,7 +71,10 @@ def wait(conn: Conn, request_id: int, seconds: float) -> dict[str, Any]:
     return info
 
 
-def all_accepted(info: dict[str, Any]) -> bool:
+def succeeded(info: dict[str, Any]) -> bool:
+    """Every notified contact accepted (or the phone already fetched its current config)."""
+    if info["state"] == "fetched":
+        return True
     return bool(info["contacts"]) and all(c["outcome"] == "accepted" for c in info["contacts"])
 
 

@@ -15,8 +15,9 @@ from typing import IO
 
 import psycopg
 
-from autoprov import db, kamailio, sipprobe
+from autoprov import db, kamailio, sipprobe, tls
 from autoprov.config import ROOT, Settings
+from provisioning_wsgi import server as provisioning
 
 READY_TIMEOUT = 30.0
 
@@ -55,6 +56,12 @@ def services(settings: Settings, code_root: Path = ROOT) -> list[Service]:
             kamailio.environment(settings, code_root),
             lambda: _probe_sip(settings),
         ),
+        Service(
+            "provisioning",
+            provisioning.command(settings, code_root),
+            provisioning.environment(settings, code_root),
+            lambda: provisioning.probe(settings),
+        ),
     ]
 
 
@@ -71,6 +78,7 @@ def prepare(settings: Settings) -> bool:
     """Directories, the private cluster (if used) and the schema. True if we started the cluster."""
     for path in (settings.var_dir, settings.run_dir, settings.log_dir):
         path.mkdir(parents=True, exist_ok=True)
+    tls.ensure_dev_material(settings)
     started = False
     if not settings.db_url:
         cluster = db.private_cluster(settings)

@@ -23,7 +23,9 @@ def handle() -> None:
     result = KSR.auth_db.auth_check(realm, "subscriber", 1)
     if result == INVALID_PASSWORD:
         # Mid-rotation the phone still holds the old password until it fetches its new config.
-        result = KSR.auth_db.auth_check(realm, PREVIOUS_CREDENTIALS, 1)
+        previous = KSR.auth_db.auth_check(realm, PREVIOUS_CREDENTIALS, 1)
+        if previous > 0:
+            result = previous
     if result < 0:
         reason = _REFUSED.get(result)
         if reason is None:

@@ -2,6 +2,7 @@
 
 Requests and per-contact NOTIFY rows live in Postgres (sql/002_resync.sql); this module only
 dispatches, sends and records, so nothing is kept only in a process's memory. Three entry points:
+The phone's 401/407 is answered here (kemi/digest.py), not by the uac module's own retry.
 - tick(): the rtimer process, every 100 ms; works when Postgres NOTIFYs it or every poll interval.
 - after_register(): a REGISTER of an AOR with a pending request sends right after the 200 OK.
 - on_uac_event(): a NOTIFY's reply (or timeout) is recorded.
@@ -15,7 +16,7 @@ import time
 import KSR
 
 from autoprov import config
-from kemi import db
+from kemi import db, digest
 from kemi.sip import pv
 
 CHANNEL = "autoprov_resync"
@@ -38,11 +39,12 @@ def event_for(vendor_event: str, model: str) -> str:
     return _EVENT_OVERRIDES.get(model, vendor_event)
 
 
-def send(row: tuple[object, ...]) -> None:
-    """Send one NOTIFY; a 401/407 is answered once with the line's credentials (uac module)."""
-    nid, aor, contact, received, sock, _vendor, model, event, username, password = row
-    token = secrets.token_hex(6)
+def send(row: tuple[object, ...], authorization: str = "", call_id: str = "",
+         cseq: int = 0) -> None:
+    """Send one NOTIFY (or, with `authorization`, its answer to the phone's challenge)."""
+    nid, aor, contact, received, sock, _vendor, model, event, _username, _password = row
     uri = f"sip:{aor}"
+    hdrs = f"Event: {event_for(str(event), str(model))}\r\nSubscription-State: active\r\n"
     KSR.pv.unset("$uac_req(all)")
     KSR.pv.sets("$uac_req(method)", "NOTIFY")
     KSR.pv.sets("$uac_req(ruri)", str(contact))
@@ -52,22 +54,37 @@ def send(row: tuple[object, ...]) -> None:
         KSR.pv.sets("$uac_req(sock)", str(sock))
     KSR.pv.sets("$uac_req(furi)", uri)
     KSR.pv.sets("$uac_req(turi)", uri)
-    KSR.pv.sets("$uac_req(callid)", f"resync-{nid}-{token}@autoprov")
-    KSR.pv.sets("$uac_req(hdrs)",
-                f"Event: {event_for(str(event), str(model))}\r\nSubscription-State: active\r\n")
-    KSR.pv.sets("$uac_req(auser)", str(username))
-    KSR.pv.sets("$uac_req(apasswd)", str(password))
-    KSR.pv.seti("$uac_req(evroute)", 1)  # 1 keeps the auth retry; 2 would disable it
+    KSR.pv.sets("$uac_req(callid)", call_id or f"resync-{nid}-{secrets.token_hex(6)}@autoprov")
+    if cseq:
+        KSR.pv.seti("$uac_req(cseqno)", cseq)
+    KSR.pv.sets("$uac_req(hdrs)", hdrs + authorization)
+    KSR.pv.seti("$uac_req(evroute)", 1)  # every reply and timeout comes to ksr_uac_event
     KSR.pv.sets("$uac_req(evparam)", str(nid))
-    try:
-        sent = KSR.uac.uac_req_send()
-    finally:
-        # $uac_req(all) = $null keeps auser/apasswd: never let them reach the next NOTIFY.
-        KSR.pv.unset("$uac_req(auser)")
-        KSR.pv.unset("$uac_req(apasswd)")
-    KSR.info(f"autoprov resync notify={nid} aor={aor} contact={contact} sent={sent}\n")
+    sent = KSR.uac.uac_req_send()
+    KSR.info(f"autoprov resync notify={nid} aor={aor} contact={contact} "
+             f"auth={'yes' if authorization else 'no'} sent={sent}\n")
     if sent < 0:
         _record(int(str(nid)), 0, timed_out=True)
+
+
+def _answer_challenge(nid: int, code: int) -> None:
+    """Send the NOTIFY again in the same call, with the line's credentials."""
+    rows = db.query("SELECT * FROM autoprov.notify_send_info WHERE id = %s", (nid,))
+    challenge = pv("$hdr(WWW-Authenticate)" if code == 401 else "$hdr(Proxy-Authenticate)")
+    if not rows or not challenge:
+        _record(nid, code, timed_out=False)  # nothing to answer with: challenge failed
+        return
+    row = rows[0]
+    contact, username, password = str(row[2]), str(row[8]), str(row[9])
+    try:
+        value = digest.authorization(challenge, "NOTIFY", contact, username, password)
+    except digest.UnsupportedChallengeError as exc:
+        KSR.warn(f"autoprov resync notify={nid} cannot answer challenge: {exc}\n")
+        _record(nid, code, timed_out=False)
+        return
+    name = "Authorization" if code == 401 else "Proxy-Authorization"
+    cseq = int(pv("$cs") or 1) + 1
+    send(row, f"{name}: {value}\r\n", call_id=pv("$ci"), cseq=cseq)
 
 
 def _record(nid: int, code: int, timed_out: bool) -> str:
@@ -124,3 +141,5 @@ def on_uac_event() -> None:
     timed_out = pv("$uac_req(evtype)") == "2"
     outcome = _record(int(nid), code, timed_out)
     KSR.info(f"autoprov resync notify={nid} code={code} outcome={outcome}\n")
+    if outcome == "challenged":
+        _answer_challenge(int(nid), code)

@@ -21,7 +21,8 @@ import jinja2
 from autoprov import sipprobe
 from autoprov.config import Settings
 from autoprov.mac import colon_form
-from provisioning_wsgi.vendors import Requested, Vendor, VENDORS
+from provisioning_wsgi.vendors import VENDORS
+from provisioning_wsgi.vendors.base import Requested, Vendor
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 BOOTSTRAP_PATH = "/device/autoprov/bootstrap/"
@@ -85,8 +86,12 @@ def sip_server(settings: Settings) -> dict[str, Any]:
         except ValueError:
             continue
         if proto in ("udp", "tcp", "tls"):
-            return {"host": settings.public_host, "port": port, "transport": proto}
-    return {"host": settings.public_host, "port": 5060, "transport": "udp"}
+            break
+    else:
+        proto, port = "udp", 5060
+    host = settings.public_host
+    return {"host": host, "port": port, "transport": proto,
+            "hostport": f"{_host_for_url(host)}:{port}"}
 
 
 def _environment(vendor: Vendor, template_dir: str) -> jinja2.Environment:

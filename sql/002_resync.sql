@@ -159,32 +159,34 @@ SELECT DISTINCT s.username || '@' || s.domain AS aor
   JOIN subscriber s ON s.id = l.subscriber_id
  WHERE r.state = 'pending';
 
--- Claim this proxy's queued NOTIFYs (exactly once across proxies) with what sending needs.
+-- What sending one NOTIFY needs: where, which Event, and the credentials to answer a challenge.
+CREATE VIEW autoprov.notify_send_info AS
+SELECT n.id, n.aor, n.contact, n.received, n.socket, d.vendor, d.model, v.notify_event AS event,
+       s.username::text AS username,
+       (CASE WHEN n.credential = 'previous' THEN p.password ELSE s.password END)::text
+           AS password
+  FROM autoprov.resync_notify n
+  JOIN autoprov.resync_request r ON r.id = n.request_id
+  JOIN autoprov.device d ON d.id = r.device_id
+  JOIN autoprov.vendor v ON v.name = d.vendor
+  JOIN subscriber s ON s.id = n.subscriber_id
+  LEFT JOIN autoprov.previous_password p ON p.subscriber_id = n.subscriber_id;
+
+-- Claim this proxy's queued NOTIFYs (exactly once across proxies).
 CREATE FUNCTION autoprov.claim_notifies(sid integer, max_rows integer, only_aor text DEFAULT NULL)
-RETURNS TABLE (id bigint, aor text, contact text, received text, socket text, vendor text,
-               model text, event text, username text, password text)
-LANGUAGE plpgsql AS $$
-BEGIN
-    RETURN QUERY
+RETURNS SETOF autoprov.notify_send_info
+LANGUAGE sql AS $$
     WITH claimed AS (
         UPDATE autoprov.resync_notify n SET state = 'sent', sent_at = now()
          WHERE n.id IN (SELECT q.id FROM autoprov.resync_notify q
                          WHERE q.state = 'queued' AND q.server_id = sid
                            AND (only_aor IS NULL OR q.aor = only_aor)
                          ORDER BY q.id LIMIT max_rows FOR UPDATE SKIP LOCKED)
-        RETURNING n.*
+        RETURNING n.id
     )
-    SELECT c.id, c.aor, c.contact, c.received, c.socket, d.vendor, d.model, v.notify_event,
-           s.username::text,
-           (CASE WHEN c.credential = 'previous' THEN p.password ELSE s.password END)::text
-      FROM claimed c
-      JOIN autoprov.resync_request r ON r.id = c.request_id
-      JOIN autoprov.device d ON d.id = r.device_id
-      JOIN autoprov.vendor v ON v.name = d.vendor
-      JOIN subscriber s ON s.id = c.subscriber_id
-      LEFT JOIN autoprov.previous_password p ON p.subscriber_id = c.subscriber_id
-     ORDER BY c.id;
-END $$;
+    SELECT i.* FROM autoprov.notify_send_info i WHERE i.id IN (SELECT id FROM claimed)
+     ORDER BY i.id
+$$;
 
 -- Close a request once none of its NOTIFYs is in flight.
 CREATE FUNCTION autoprov.settle_request(rid bigint) RETURNS void

@@ -110,8 +110,8 @@ BEGIN
             job.id := autoprov.redirect_enqueue(dev.vendor, dev.mac, 'register');
         END IF;
         IF job.id IS NULL THEN
-            RAISE EXCEPTION 'no redirect registration for %', m USING ERRCODE = 'no_data_found',
-                HINT = 'only devices of a vendor with a redirect service (Yealink, Panasonic) have one';
+            RAISE EXCEPTION 'no redirect registration for %: no such device, or no redirect service for its vendor',
+                m USING ERRCODE = 'no_data_found';
         END IF;
         RETURN job.id;
     END IF;

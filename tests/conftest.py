@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from autoprov import db, stack
+from autoprov import db, stack, tls
 from autoprov.config import ROOT, Settings
 from autoprov.pgcluster import Cluster
 from tests.ports import free_port
@@ -111,6 +111,20 @@ def start_kamailio(settings: Settings, code_root: Path = ROOT) -> RunningService
 @pytest.fixture(scope="session")
 def kamailio(settings: Settings) -> Iterator[RunningService]:
     running = start_kamailio(settings)
+    yield running
+    stack.stop(running.service)
+
+
+def start_provisioning(settings: Settings) -> RunningService:
+    """`autoprov serve` on the settings' free ports, with development TLS material."""
+    tls.ensure_dev_material(settings)
+    (svc,) = [s for s in stack.services(settings) if s.name == "provisioning"]
+    return start_service(svc, settings.log_dir / "provisioning.log")
+
+
+@pytest.fixture(scope="session")
+def provisioning(settings: Settings) -> Iterator[RunningService]:
+    running = start_provisioning(settings)
     yield running
     stack.stop(running.service)
 

@@ -103,6 +103,8 @@ class FakeVendor:
     user: str = "rps-account"
     password: str = "rps-s3cret-Pw"
     slow_seconds: float = 2.0
+    # Added to every answer: a vendor that takes a moment, so concurrent workers overlap.
+    delay_seconds: float = 0.0
     # Yealink: server name -> URL, MAC (upper hex) -> server name.
     yealink_servers: dict[str, str] = field(default_factory=dict)
     yealink_devices: dict[str, str] = field(default_factory=dict)
@@ -226,6 +228,7 @@ class FakeVendor:
             return 200, b"<?xml version='1.0'?><methodResponse><params><param><value><arr"
         if failure == "slow":
             time.sleep(self.slow_seconds)  # then the vendor does the work anyway
+        time.sleep(self.delay_seconds)
         params, method = xmlrpc.client.loads(body)
         assert method is not None
         service = self._yealink if vendor == "yealink" else self._panasonic

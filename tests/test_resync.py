@@ -312,3 +312,24 @@ def test_password_rotation_does_not_strand_the_phone(
     assert code == 0, json.dumps(info, default=str)
     [contact] = info["contacts"]
     assert (contact["outcome"], contact["credential"]) == ("accepted", "current")
+
+
+def test_phone_that_fetched_its_config_since_the_change_gets_no_notify(
+    kamailio: RunningService, settings: Settings, new_subscriber: Any, phone_for: Any,
+    conn: psycopg.Connection[Any],
+) -> None:
+    sub = new_subscriber()
+    mac = add_device(settings, sub)  # pending: no contact yet
+    (rid,) = conn.execute("SELECT autoprov.request_resync(%s)", (mac,)).fetchone() or (0,)
+    # What the provisioning service records when the phone fetches its full config over TLS.
+    conn.execute("INSERT INTO autoprov.config_fetch (device_id, port, file, config_version)"
+                 " SELECT id, 'tls', mac || '.cfg', 'v1' FROM autoprov.device WHERE mac = %s",
+                 (mac,))
+    (state,) = conn.execute("SELECT state FROM autoprov.resync_request WHERE id = %s",
+                            (rid,)).fetchone() or ("",)
+    assert state == "fetched"
+    phone = phone_for(sub)
+    assert phone.register().ok
+    time.sleep(0.5)
+    assert conn.execute("SELECT count(*) FROM autoprov.resync_status WHERE mac = %s"
+                        " AND outcome IS NOT NULL", (mac,)).fetchone() == (0,)

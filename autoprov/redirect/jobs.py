@@ -62,8 +62,9 @@ UPDATE autoprov.redirect_job j
        attempts = attempts + %(attempted)s,
        outcome = %(outcome)s,
        reason = %(reason)s,
-       next_attempt_at = now() + %(delay_ms)s * interval '1 millisecond',
-       updated_at = now()
+       -- Not now(): that is when the transaction began, before the vendor call.
+       next_attempt_at = clock_timestamp() + %(delay_ms)s * interval '1 millisecond',
+       updated_at = clock_timestamp()
  WHERE id = %(id)s
 RETURNING state
 """

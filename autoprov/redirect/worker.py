@@ -66,7 +66,7 @@ class Worker:
 
     def _record(self, conn: jobs.Conn, job: jobs.Job, result: Result) -> None:
         who = f"redirect {job.vendor} {colon_form(job.mac)} {job.action}"
-        words = f"{result.outcome.words}" + (f" ({result.message})" if result.message else "")
+        words = result.outcome.words + (f" ({result.message})" if result.message else "")
         success = Outcome.REGISTERED if job.action == "register" else Outcome.NOT_FOUND
         if result.outcome is success:
             jobs.finish(conn, job, "done", result)

@@ -1,0 +1,184 @@
+"""The WSGI application: one instance per port.
+
+bootstrap (plain HTTP): anyone may fetch the device-generic files; nothing secret is rendered.
+tls (HTTPS): the TLS layer has verified the phone's client certificate; a device's file is served
+only if that certificate's subject names the device's MAC.
+
+Log lines have a fixed shape for fail2ban, with the client address and never a secret:
+  access client=ADDR port=PORT method=M file=F status=N [reason=R] [device=MAC version=V]
+  denied client=ADDR port=PORT reason=R file=F
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+import psycopg
+
+from provisioning_wsgi import store, vendors
+from provisioning_wsgi.identity import certificate_names_mac
+from provisioning_wsgi.render import (
+    BOOTSTRAP_PATH,
+    CONFIG_PATH,
+    Device,
+    Line,
+    Rendered,
+    Renderer,
+    RenderError,
+)
+from provisioning_wsgi.vendors.base import Requested
+
+Port = Literal["tls", "bootstrap"]
+log = logging.getLogger("autoprov.provisioning")
+
+_REASONS = {200: "OK", 304: "Not Modified", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+_RETRY_AFTER_S = "10"
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    # For the access log only.
+    reason: str = ""
+    device: Device | None = None
+    version: str = ""
+
+
+def _text(status: int, reason: str, *headers: tuple[str, str]) -> Response:
+    # The same short body whatever went wrong, so a 404 never tells which part was wrong.
+    body = f"{status} {_REASONS[status].lower()}\n".encode()
+    return Response(status, body, [("Content-Type", "text/plain; charset=utf-8"), *headers],
+                    reason)
+
+
+def _loggable(file: str) -> str:
+    if not file:
+        return "-"
+    if vendors.SAFE_FILE.match(file):
+        return file
+    return urllib.parse.quote(file[:80], safe="")
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+class ProvisioningApp:
+    def __init__(self, port: Port, renderer: Renderer, db: store.Store) -> None:
+        self.port = port
+        self.prefix = CONFIG_PATH if port == "tls" else BOOTSTRAP_PATH
+        self.renderer = renderer
+        self.store = db
+
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET"))
+        path = str(environ.get("PATH_INFO", ""))
+        client = str(environ.get("REMOTE_ADDR", "-"))
+        file = path[len(self.prefix):] if path.startswith(self.prefix) else path
+        try:
+            response = self._handle(environ, method, path, file, client)
+        except Exception:
+            log.exception("error client=%s port=%s file=%s", client, self.port, _loggable(file))
+            response = _text(500, "internal-error")
+        self._log_access(client, method, file, response)
+        headers = response.headers
+        if response.status != 304:
+            headers = [*headers, ("Content-Length", str(len(response.body)))]
+        start_response(f"{response.status} {_REASONS[response.status]}", headers)
+        return [] if method == "HEAD" or response.status == 304 else [response.body]
+
+    def _log_access(self, client: str, method: str, file: str, response: Response) -> None:
+        extra = f" reason={response.reason}" if response.reason else ""
+        if response.device is not None:
+            extra += f" device={response.device.mac} version={response.version}"
+        log.info("access client=%s port=%s method=%s file=%s status=%d%s", client, self.port,
+                 _loggable(method), _loggable(file), response.status, extra)
+
+    def _deny(self, client: str, reason: str, file: str) -> Response:
+        log.warning("denied client=%s port=%s reason=%s file=%s", client, self.port, reason,
+                    _loggable(file))
+        return _text(403, reason)
+
+    def _handle(self, environ: WSGIEnvironment, method: str, path: str, file: str,
+                client: str) -> Response:
+        if not path.startswith(self.prefix):
+            return _text(404, "unknown-path")
+        if method not in ("GET", "HEAD"):
+            return _text(405, "method", ("Allow", "GET, HEAD"))
+        requested = vendors.parse(file)
+        if requested is None:
+            return _text(404, "malformed-name")
+        if self.port == "tls":
+            cert = environ.get("SSL_CLIENT_CERT")
+            if environ.get("SSL_CLIENT_VERIFY") != "SUCCESS" or not isinstance(cert, str):
+                return self._deny(client, "no-verified-certificate", file)
+            if requested.mac is not None and not certificate_names_mac(cert, requested.mac):
+                return self._deny(client, "certificate-names-another-device", file)
+        if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+        user_agent = environ.get("HTTP_USER_AGENT")
+
+        def serve(conn: store.Conn) -> Response:
+            found = self._render(conn, requested)
+            if isinstance(found, Response):
+                return found
+            device, rendered = found
+            not_modified = _etag_matches(if_none_match, rendered.etag)
+            if device is not None and method == "GET":
+                store.record_fetch(conn, device, self.port, file, rendered.version, client,
+                                   user_agent)
+            headers = [("ETag", rendered.etag), ("Cache-Control", "no-cache")]
+            if not_modified:
+                return Response(304, b"", headers, device=device, version=rendered.version)
+            return Response(200, rendered.body,
+                            [("Content-Type", rendered.content_type), *headers],
+                            device=device, version=rendered.version)
+
+        try:
+            return self.store.run(serve)
+        except store.DatabaseUnavailableError as exc:
+            log.error("database unavailable: %s", exc)
+            return _text(503, "database-unavailable", ("Retry-After", _RETRY_AFTER_S))
+        except psycopg.errors.ForeignKeyViolation:
+            return _text(404, "device-removed")
+        except RenderError as exc:
+            log.error("%s", exc)
+            return _text(500, "template-error")
+        except psycopg.Error as exc:
+            log.error("database error: %s", str(exc).strip())
+            return _text(503, "database-error", ("Retry-After", _RETRY_AFTER_S))
+
+    def _render(self, conn: store.Conn,
+                requested: Requested) -> tuple[Device | None, Rendered] | Response:
+        if requested.mac is None:
+            if self.port == "tls":
+                return None, self.renderer.config(requested, None, [])
+            return None, self.renderer.bootstrap(requested, None)
+        device: Device | None
+        lines: list[Line] = []
+        if self.port == "tls":
+            found = store.find_device_with_lines(conn, requested.mac)
+            device, lines = found if found else (None, [])
+        else:
+            # The plain port never even reads a line or a password.
+            device = store.find_device(conn, requested.mac)
+        if device is None:
+            return _text(404, "unknown-device")
+        if device.vendor != requested.vendor.name:
+            return _text(404, "another-vendors-file")
+        if self.port == "tls":
+            return device, self.renderer.config(requested, device, lines)
+        return device, self.renderer.bootstrap(requested, device)

@@ -1,0 +1,109 @@
+"""The service's database access: devices, their lines, and the record of each fetch.
+
+Each server thread keeps one connection, opened on first use, so requests never queue for a
+connection; a connection that failed is dropped and the next request opens a new one. That is
+how the service rides out a database restart: requests answer 503 while it is down and work again
+as soon as it is back, without restarting the service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+
+from autoprov import config_fetch, db
+from autoprov.config import Settings
+from provisioning_wsgi.render import Device, Line
+
+Conn = psycopg.Connection[Any]
+T = TypeVar("T")
+
+# A phone waits for its answer; better a quick 503 than a hung worker thread.
+CONNECT_TIMEOUT_S = 3
+STATEMENT_TIMEOUT_MS = 5000
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The database cannot be reached or failed; the request is answered 503."""
+
+
+class Store:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._local = threading.local()
+
+    def _connect(self) -> Conn:
+        try:
+            conn = psycopg.connect(db.url(self.settings), autocommit=True,
+                                   connect_timeout=CONNECT_TIMEOUT_S,
+                                   application_name="autoprov-provisioning",
+                                   options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
+        except (psycopg.Error, OSError) as exc:
+            # OSError: the private cluster's password file is not there (cluster not created).
+            raise DatabaseUnavailableError(str(exc).strip()) from None
+        return conn
+
+    def _drop(self) -> None:
+        conn: Conn | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def run(self, work: Callable[[Conn], T]) -> T:
+        """``work`` in one transaction on this thread's connection.
+
+        A kept connection may have died since its last use (database restarted): then the work
+        is tried once more on a fresh one before giving up.
+        """
+        for _attempt in range(2):
+            conn: Conn | None = getattr(self._local, "conn", None)
+            reused = conn is not None and not conn.closed
+            if conn is None or conn.closed:
+                conn = self._connect()
+                self._local.conn = conn
+            try:
+                with conn.transaction():
+                    return work(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._drop()
+                if not reused:
+                    raise DatabaseUnavailableError(str(exc).strip()) from None
+        raise DatabaseUnavailableError("no working connection")
+
+
+def find_device(conn: Conn, mac: str) -> Device | None:
+    row = conn.execute(
+        "SELECT id, mac, vendor, model FROM autoprov.device WHERE mac = %s", (mac,)
+    ).fetchone()
+    return Device(*row) if row else None
+
+
+_DEVICE_WITH_LINES = """
+SELECT d.id, d.mac, d.vendor, d.model, l.line_no, s.username, s.domain, s.password,
+       l.display_name
+  FROM autoprov.device d
+  LEFT JOIN autoprov.device_line l ON l.device_id = d.id
+  LEFT JOIN subscriber s ON s.id = l.subscriber_id
+ WHERE d.mac = %s
+ ORDER BY l.line_no
+"""
+
+
+def find_device_with_lines(conn: Conn, mac: str) -> tuple[Device, list[Line]] | None:
+    """The device and its lines from one statement, so from one consistent snapshot."""
+    rows = conn.execute(_DEVICE_WITH_LINES, (mac,)).fetchall()
+    if not rows:
+        return None
+    device = Device(*rows[0][:4])
+    lines = [Line(r[4], r[5], r[6], r[7] or "", r[8] or "") for r in rows if r[4] is not None]
+    return device, lines
+
+
+def record_fetch(conn: Conn, device: Device, port: str, file: str, version: str,
+                 client_addr: str | None, user_agent: str | None) -> None:
+    config_fetch.record(conn, device.id, port, file, version, client_addr, user_agent)

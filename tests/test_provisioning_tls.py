@@ -1,0 +1,195 @@
+"""The HTTPS port: a phone proves its MAC with its client certificate and gets its lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+
+from autoprov import tls
+from autoprov.config import Settings
+from tests.conftest import RunningService
+from tests.provisioning_helpers import (
+    add_device,
+    client,
+    config_url,
+    device_file,
+    fetches,
+    new_mac,
+    phone_cert,
+)
+
+VENDORS = ("cisco", "yealink", "panasonic")
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_phone_with_its_own_certificate_gets_its_lines_with_credentials(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path, vendor: str,
+) -> None:
+    alice, bob = new_subscriber(), new_subscriber()
+    mac = add_device(conn, vendor, [alice, bob])
+    cert = phone_cert(settings, tmp_path, vendor, mac)
+
+    reply = client(settings, cert).get(config_url(settings, device_file(vendor, mac)),
+                                       headers={"User-Agent": f"{vendor}-phone/1.0"})
+
+    assert reply.status_code == 200
+    for sub in (alice, bob):
+        assert sub.username in reply.text
+        assert sub.password in reply.text
+    assert "set-cookie" not in reply.headers
+    [(port, file, version, client_addr, user_agent)] = fetches(conn, mac)
+    assert (port, file, client_addr, user_agent) == \
+        ("tls", device_file(vendor, mac), "127.0.0.1", f"{vendor}-phone/1.0")
+    assert reply.headers["ETag"] == f'"{version}"'
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_certificate_of_another_phone_is_forbidden_and_logged_for_fail2ban(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path, vendor: str,
+) -> None:
+    victim = new_subscriber()
+    mac = add_device(conn, vendor, [victim])
+    other = add_device(conn, vendor, [new_subscriber()])
+    cert = phone_cert(settings, tmp_path, vendor, other)
+    file = device_file(vendor, mac)
+
+    reply = client(settings, cert).get(config_url(settings, file))
+
+    assert reply.status_code == 403
+    assert victim.password not in reply.text and victim.username not in reply.text
+    log = provisioning.wait_for_log(f"file={file}")
+    line = next(x for x in log.splitlines() if "denied" in x and f"file={file}" in x)
+    assert (" denied client=127.0.0.1 port=tls reason=certificate-names-another-device"
+            f" file={file}") in line
+    assert victim.password not in log
+    assert fetches(conn, mac) == []
+
+
+def test_common_files_need_a_certificate_but_no_particular_mac(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    cert = phone_cert(settings, tmp_path, "yealink", new_mac("yealink"))
+    session = client(settings, cert)
+
+    for file in ("y000000000108.cfg", "ConfigCommon.cfg", "ConfigKX-UT136.cfg", "spa504G.cfg"):
+        reply = session.get(config_url(settings, file))
+        assert reply.status_code == 200, file
+        assert f"127.0.0.1:{settings.https_port}" not in reply.text  # public_host, not ours
+        assert f"{settings.public_host}:{settings.https_port}" in reply.text
+
+
+def refused(settings: Settings, cert: tuple[Path, Path] | None, file: str) -> bool:
+    try:
+        client(settings, cert).get(config_url(settings, file), timeout=10)
+    except requests.exceptions.ConnectionError:  # includes SSLError
+        return True
+    return False
+
+
+def test_without_a_client_certificate_the_connection_is_refused(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any,
+) -> None:
+    mac = add_device(conn, "yealink", [new_subscriber()])
+
+    assert refused(settings, None, f"{mac}.cfg")
+    provisioning.wait_for_log("reason=tls-handshake")
+
+
+def test_a_certificate_from_an_unknown_ca_is_refused(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path,
+) -> None:
+    mac = add_device(conn, "cisco", [new_subscriber()])
+    stranger = tls.make_ca("someone else's CA")
+    cert = phone_cert(settings, tmp_path, "cisco", mac, ca=stranger)
+
+    assert refused(settings, cert, f"{mac}.xml")
+    provisioning.wait_for_log("detail=unable-to-get-local-issuer-certificate")
+    assert fetches(conn, mac) == []
+
+
+def test_an_expired_certificate_is_refused(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path,
+) -> None:
+    mac = add_device(conn, "panasonic", [new_subscriber()])
+    now = dt.datetime.now(dt.UTC)
+    cert = phone_cert(settings, tmp_path, "panasonic", mac,
+                      not_before=now - dt.timedelta(days=400),
+                      not_after=now - dt.timedelta(days=1))
+
+    assert refused(settings, cert, f"Config{mac.upper()}.cfg")
+    provisioning.wait_for_log("detail=certificate-has-expired")
+    assert fetches(conn, mac) == []
+
+
+@pytest.mark.parametrize("spelling", ["ST+CN upper-case", "CN colons", "serialNumber suffix"])
+def test_the_mac_is_found_wherever_vendors_put_it_in_the_subject(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path, spelling: str,
+) -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    mac = add_device(conn, "yealink", [new_subscriber()])
+    colons = ":".join(mac[i:i + 2] for i in range(0, 12, 2))
+    attrs = {
+        "ST+CN upper-case": [(NameOID.STATE_OR_PROVINCE_NAME, mac.upper()),
+                             (NameOID.COMMON_NAME, f"SPA-525G2, MAC: {mac.upper()}, Serial: X")],
+        "CN colons": [(NameOID.COMMON_NAME, colons)],
+        "serialNumber suffix": [(NameOID.COMMON_NAME, "yealink.com"),
+                                (NameOID.SERIAL_NUMBER, f"ffffffff-ffff-ffff-fff0-{mac}")],
+    }[spelling]
+    subject = x509.Name([x509.NameAttribute(oid, value) for oid, value in attrs])
+    cert = phone_cert(settings, tmp_path, "yealink", mac, subject=subject)
+
+    assert client(settings, cert).get(config_url(settings, f"{mac}.cfg")).status_code == 200
+
+
+def test_a_mac_inside_a_longer_hex_string_does_not_count(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path,
+) -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    mac = add_device(conn, "yealink", [new_subscriber()])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ab{mac}cd")])
+    cert = phone_cert(settings, tmp_path, "yealink", mac, subject=subject)
+
+    assert client(settings, cert).get(config_url(settings, f"{mac}.cfg")).status_code == 403
+
+
+def test_a_phone_that_fetched_after_a_change_is_told_apart_from_one_that_did_not(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path,
+) -> None:
+    sub = new_subscriber()
+    mac = add_device(conn, "yealink", [sub])
+    session = client(settings, phone_cert(settings, tmp_path, "yealink", mac))
+    first = session.get(config_url(settings, f"{mac}.cfg"))
+    conn.execute("UPDATE subscriber SET password = 'rotated-pw-1' WHERE username = %s",
+                 (sub.username,))
+    row = conn.execute("SELECT now()").fetchone()
+    assert row is not None
+    changed_at = row[0]
+    fetched_since = ("SELECT EXISTS (SELECT 1 FROM autoprov.config_fetch f"
+                     " JOIN autoprov.device d ON d.id = f.device_id"
+                     " WHERE d.mac = %s AND f.port = 'tls' AND f.fetched_at > %s)")
+
+    assert conn.execute(fetched_since, (mac, changed_at)).fetchone() == (False,)
+    second = session.get(config_url(settings, f"{mac}.cfg"),
+                         headers={"If-None-Match": first.headers["ETag"]})
+
+    assert second.status_code == 200  # the config changed, so the old ETag no longer matches
+    assert "rotated-pw-1" in second.text
+    assert conn.execute(fetched_since, (mac, changed_at)).fetchone() == (True,)
