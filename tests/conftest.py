@@ -23,6 +23,8 @@ from tests.ports import free_port
 from tests.sipp import Phone
 
 VENV_BIN = Path(ROOT, ".venv", "bin")
+# The test proxy sends this model `Event: resync` (configuration overrides the vendor's form).
+OVERRIDDEN_MODEL = "SPA525G"
 
 
 def world_readable_tmpdir(prefix: str) -> Path:
@@ -62,7 +64,8 @@ def make_settings(var_dir: Path, **overrides: Any) -> Settings:
 
 @pytest.fixture(scope="session")
 def settings(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    s = make_settings(tmp_path_factory.mktemp("var"), db_url=pg_cluster.url())
+    s = make_settings(tmp_path_factory.mktemp("var"), db_url=pg_cluster.url(),
+                      notify_event_overrides=(f"{OVERRIDDEN_MODEL}=resync",))
     db.migrate(s)
     return s
 

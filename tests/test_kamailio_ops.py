@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from autoprov import sipprobe, stack
@@ -27,9 +28,16 @@ def test_changed_kemi_code_is_reloaded_without_restarting_kamailio(
         result = autoprov_cli(own, "kamailio", "reload")
 
         assert result.returncode == 0, result.stderr
-        # Every worker reloads on its next message; ask enough times to reach them all.
-        reasons = {sipprobe.options("udp", host, port)[1] for _ in range(8)}
-        assert reasons == {"Reloaded"}
+        # Each worker reloads on its next message (skipping the turn if another process holds
+        # Kamailio's reload lock at that instant): soon every answer comes from the new code.
+        deadline = time.monotonic() + 10
+        streak = 0
+        while streak < 10 and time.monotonic() < deadline:
+            reason = sipprobe.options("udp", host, port)[1]
+            assert reason in ("Keepalive", "Reloaded")
+            streak = streak + 1 if reason == "Reloaded" else 0
+            time.sleep(0.05)
+        assert streak == 10
         assert running.service.process is not None
         assert running.service.process.poll() is None and running.service.process.pid == pid
     finally:

@@ -15,7 +15,13 @@ import pytest
 from autoprov import kamailio as kam
 from autoprov.config import Settings
 from tests import sipdigest
-from tests.conftest import RunningService, Subscriber, autoprov_cli, random_mac
+from tests.conftest import (
+    OVERRIDDEN_MODEL,
+    RunningService,
+    Subscriber,
+    autoprov_cli,
+    random_mac,
+)
 from tests.sipp import Phone, SippResult
 
 
@@ -111,6 +117,17 @@ def test_phone_challenging_with_407_gets_proxy_authorization(
     auth = sipdigest.header(retry, "Proxy-Authorization")
     assert auth and sipdigest.valid(auth, "NOTIFY", dev.sub.username, dev.sub.password)
     assert code == 0 and info["contacts"][0]["outcome"] == "accepted"
+
+
+def test_event_can_be_overridden_per_model_in_configuration(
+    registered_device: Callable[..., Device], settings: Settings
+) -> None:
+    dev = registered_device(vendor="cisco", model=OVERRIDDEN_MODEL)
+    with dev.phone.answer("notify-accept") as uas:
+        code, _ = resync_cli(settings, dev.mac)
+        [notify] = uas.result().received("NOTIFY")
+    check_notify_on_the_wire(notify, dev.sub, "resync")
+    assert code == 0
 
 
 def test_phone_accepting_without_challenge(registered_device: Callable[..., Device],

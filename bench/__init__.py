@@ -1,0 +1,1 @@
+"""`make bench`: the system's benchmarks, each measured against a baseline in the same run."""

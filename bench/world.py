@@ -1,0 +1,104 @@
+"""A throwaway world for one benchmark: its own PostgreSQL cluster and services on free ports.
+
+Built from the test suite's helpers (tests/conftest.py), so a benchmark runs the same parts the
+end-to-end tests do, and never touches what `make up` holds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from autoprov import db, stack
+from autoprov.config import Settings
+from autoprov.pgcluster import Cluster
+from tests.conftest import (
+    RunningService,
+    make_settings,
+    start_kamailio,
+    start_provisioning,
+    start_service,
+    world_readable_tmpdir,
+)
+from tests.ports import free_port
+
+BENCH_DIR = Path(__file__).resolve().parent
+NATIVE_CFG = BENCH_DIR / "kamailio-native.cfg"
+
+
+class World:
+    def __init__(self, base: Path, cluster: Cluster) -> None:
+        self.base = base
+        self.cluster = cluster
+        self.running: list[RunningService] = []
+        self._count = 0
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings on fresh free ports, sharing this world's database."""
+        self._count += 1
+        values: dict[str, Any] = {"db_url": self.cluster.url(), "sip_children": 4,
+                                  "sip_shm_mb": 256}
+        values.update(overrides)
+        return make_settings(self.base / f"var{self._count}", **values)
+
+    def connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.cluster.url(), autocommit=True)
+
+    def kamailio(self, settings: Settings, native: bool = False) -> RunningService:
+        """The product's Kamailio (KEMI), or the same logic in native kamailio.cfg."""
+        if not native:
+            running = start_kamailio(settings)
+        else:
+            (svc,) = [s for s in stack.services(settings) if s.name == "kamailio"]
+            svc.argv[svc.argv.index("-f") + 1] = str(NATIVE_CFG)
+            running = start_service(svc, settings.log_dir / "kamailio.log")
+        self.running.append(running)
+        return running
+
+    def provisioning(self, settings: Settings) -> RunningService:
+        running = start_provisioning(settings)
+        self.running.append(running)
+        return running
+
+    def stop(self, running: RunningService) -> None:
+        stack.stop(running.service)
+        if running in self.running:
+            self.running.remove(running)
+
+
+@contextmanager
+def world(name: str) -> Iterator[World]:
+    base = world_readable_tmpdir(f"autoprov-bench-{name}-")
+    cluster = Cluster(base / "pg", free_port(), durable=False)
+    w = World(base, cluster)
+    try:
+        cluster.init()
+        cluster.start()
+        db.migrate(w.settings())
+        yield w
+    finally:
+        for running in reversed(w.running):
+            stack.stop(running.service)
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every live process in a process group (Kamailio and its children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state ppid pgrp ...; utime and stime are fields 14 and 15 of stat.
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
