@@ -16,18 +16,21 @@ _USER_AGENT_MAX = 300
 
 
 def record(conn: Conn, device_id: int, port: str, file: str, config_version: str,
-           client_addr: str | None, user_agent: str | None) -> None:
-    """One fetch; an INSERT only, so concurrent fetches never wait on each other."""
+           client_addr: str | None, user_agent: str | None, read_snapshot: str) -> None:
+    """One fetch; an INSERT only, so concurrent fetches never wait on each other.
+
+    read_snapshot: pg_current_snapshot() of the statement that read the served config.
+    """
     try:
         address = str(ipaddress.ip_address(client_addr)) if client_addr else None
     except ValueError:
         address = None
     conn.execute(
         "INSERT INTO autoprov.config_fetch"
-        " (device_id, port, file, config_version, client_addr, user_agent)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
+        " (device_id, port, file, config_version, client_addr, user_agent, read_snapshot)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s::pg_snapshot)",
         (device_id, port, file, config_version, address,
-         user_agent[:_USER_AGENT_MAX] if user_agent else None),
+         user_agent[:_USER_AGENT_MAX] if user_agent else None, read_snapshot),
     )
 
 

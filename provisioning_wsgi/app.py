@@ -20,6 +20,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 import psycopg
 
+from autoprov import config_fetch
 from provisioning_wsgi import store, vendors
 from provisioning_wsgi.identity import certificate_names_mac
 from provisioning_wsgi.render import (
@@ -66,6 +67,14 @@ def _loggable(file: str) -> str:
     if vendors.SAFE_FILE.match(file):
         return file
     return urllib.parse.quote(file[:80], safe="")
+
+
+def _answer(rendered: Rendered, if_none_match: str | None, device: Device | None) -> Response:
+    headers = [("ETag", rendered.etag), ("Cache-Control", "no-cache")]
+    if _etag_matches(if_none_match, rendered.etag):
+        return Response(304, b"", headers, device=device, version=rendered.version)
+    return Response(200, rendered.body, [("Content-Type", rendered.content_type), *headers],
+                    device=device, version=rendered.version)
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -132,22 +141,18 @@ class ProvisioningApp:
         user_agent = environ.get("HTTP_USER_AGENT")
 
         def serve(conn: store.Conn) -> Response:
-            found = self._render(conn, requested)
+            found = self._render_device_file(conn, requested)
             if isinstance(found, Response):
                 return found
-            device, rendered = found
-            not_modified = _etag_matches(if_none_match, rendered.etag)
-            if device is not None and method == "GET":
-                store.record_fetch(conn, device, self.port, file, rendered.version, client,
-                                   user_agent)
-            headers = [("ETag", rendered.etag), ("Cache-Control", "no-cache")]
-            if not_modified:
-                return Response(304, b"", headers, device=device, version=rendered.version)
-            return Response(200, rendered.body,
-                            [("Content-Type", rendered.content_type), *headers],
-                            device=device, version=rendered.version)
+            rendered, device, snapshot = found
+            if method == "GET":
+                config_fetch.record(conn, device.id, self.port, file, rendered.version, client,
+                                    user_agent, snapshot)
+            return _answer(rendered, if_none_match, device)
 
         try:
+            if requested.mac is None:  # a common file: no device, no database needed
+                return _answer(self._render_common_file(requested), if_none_match, None)
             return self.store.run(serve)
         except store.DatabaseUnavailableError as exc:
             log.error("database unavailable: %s", exc)
@@ -161,24 +166,28 @@ class ProvisioningApp:
             log.error("database error: %s", str(exc).strip())
             return _text(503, "database-error", ("Retry-After", _RETRY_AFTER_S))
 
-    def _render(self, conn: store.Conn,
-                requested: Requested) -> tuple[Device | None, Rendered] | Response:
-        if requested.mac is None:
-            if self.port == "tls":
-                return None, self.renderer.config(requested, None, [])
-            return None, self.renderer.bootstrap(requested, None)
-        device: Device | None
+    def _render_common_file(self, requested: Requested) -> Rendered:
+        if self.port == "tls":
+            return self.renderer.config(requested, None, [])
+        return self.renderer.bootstrap(requested, None)
+
+    def _render_device_file(self, conn: store.Conn,
+                            requested: Requested) -> tuple[Rendered, Device, str] | Response:
+        """What to serve to which device, and the snapshot it was read in."""
+        assert requested.mac is not None
         lines: list[Line] = []
         if self.port == "tls":
-            found = store.find_device_with_lines(conn, requested.mac)
-            device, lines = found if found else (None, [])
+            with_lines = store.find_device_with_lines(conn, requested.mac)
+            found = (with_lines[0], with_lines[2]) if with_lines else None
+            lines = with_lines[1] if with_lines else []
         else:
             # The plain port never even reads a line or a password.
-            device = store.find_device(conn, requested.mac)
-        if device is None:
+            found = store.find_device(conn, requested.mac)
+        if found is None:
             return _text(404, "unknown-device")
+        device, snapshot = found
         if device.vendor != requested.vendor.name:
             return _text(404, "another-vendors-file")
         if self.port == "tls":
-            return device, self.renderer.config(requested, device, lines)
-        return device, self.renderer.bootstrap(requested, device)
+            return self.renderer.config(requested, device, lines), device, snapshot
+        return self.renderer.bootstrap(requested, device), device, snapshot

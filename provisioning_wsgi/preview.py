@@ -20,7 +20,7 @@ def render(settings: Settings, mac: str, *, bootstrap: bool = False,
         found = store.find_device_with_lines(conn, mac)
     if found is None:
         raise PreviewError(f"no device {mac}")
-    device, lines = found
+    device, lines, _snapshot = found
     vendor = vendors.get(device.vendor)
     if file is None:
         own = [f for f in vendor.files_for(device.model, mac)

@@ -28,6 +28,7 @@ from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from autoprov import config_fetch, tls
+from autoprov.redirect.worker import run_worker
 from autoprov.config import ROOT, Settings
 from provisioning_wsgi.app import ProvisioningApp
 from provisioning_wsgi.render import BOOTSTRAP_PATH, Renderer
@@ -124,7 +125,7 @@ def _make_servers(settings: Settings) -> list[Server]:
     secure.ssl_adapter = ClientCertAdapter(settings)
     secure.ConnectionClass = HandshakeInWorker
     for srv in (plain, secure):
-        srv.version = "autoprov"  # the Server header; no version for scanners
+        srv.server_name = "autoprov"  # the Server header: no software version for scanners
     return [plain, secure]
 
 
@@ -164,6 +165,9 @@ def serve(settings: Settings) -> int:
                for i, srv in enumerate(servers)]
     threads.append(threading.Thread(target=_prune_forever, args=(Store(settings), stop),
                                     name="prune", daemon=True))
+    # Zero-touch: the vendor redirect jobs run beside the service that the phones then reach.
+    threads.append(threading.Thread(target=run_worker, args=(settings, stop), name="redirect",
+                                    daemon=True))
     for thread in threads:
         thread.start()
     log.info("listening: http://%s:%d%s (bootstrap), https://%s:%d (client certificates from %s)",
@@ -173,8 +177,10 @@ def serve(settings: Settings) -> int:
         if not all(t.is_alive() for t in threads[:2]):
             log.error("a listener stopped; exiting")
             break
+    stop.set()
     for srv in servers:
         srv.stop()
+    threads[-1].join(timeout=10)  # let a vendor call in flight finish or time out
     log.info("stopped")
     return 0
 

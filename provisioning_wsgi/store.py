@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from autoprov import config_fetch, db
+from autoprov import db
 from autoprov.config import Settings
 from provisioning_wsgi.render import Device, Line
 
@@ -76,16 +76,20 @@ class Store:
         raise DatabaseUnavailableError("no working connection")
 
 
-def find_device(conn: Conn, mac: str) -> Device | None:
+# Each read also returns its own snapshot, recorded with the fetch: which changes the served
+# config holds is then exact (see sql/003_config_fetch.sql).
+
+def find_device(conn: Conn, mac: str) -> tuple[Device, str] | None:
     row = conn.execute(
-        "SELECT id, mac, vendor, model FROM autoprov.device WHERE mac = %s", (mac,)
+        "SELECT id, mac, vendor, model, pg_current_snapshot()::text"
+        "  FROM autoprov.device WHERE mac = %s", (mac,)
     ).fetchone()
-    return Device(*row) if row else None
+    return (Device(*row[:4]), row[4]) if row else None
 
 
 _DEVICE_WITH_LINES = """
-SELECT d.id, d.mac, d.vendor, d.model, l.line_no, s.username, s.domain, s.password,
-       l.display_name
+SELECT d.id, d.mac, d.vendor, d.model, pg_current_snapshot()::text,
+       l.line_no, s.username, s.domain, s.password, l.display_name
   FROM autoprov.device d
   LEFT JOIN autoprov.device_line l ON l.device_id = d.id
   LEFT JOIN subscriber s ON s.id = l.subscriber_id
@@ -94,16 +98,11 @@ SELECT d.id, d.mac, d.vendor, d.model, l.line_no, s.username, s.domain, s.passwo
 """
 
 
-def find_device_with_lines(conn: Conn, mac: str) -> tuple[Device, list[Line]] | None:
+def find_device_with_lines(conn: Conn, mac: str) -> tuple[Device, list[Line], str] | None:
     """The device and its lines from one statement, so from one consistent snapshot."""
     rows = conn.execute(_DEVICE_WITH_LINES, (mac,)).fetchall()
     if not rows:
         return None
     device = Device(*rows[0][:4])
-    lines = [Line(r[4], r[5], r[6], r[7] or "", r[8] or "") for r in rows if r[4] is not None]
-    return device, lines
-
-
-def record_fetch(conn: Conn, device: Device, port: str, file: str, version: str,
-                 client_addr: str | None, user_agent: str | None) -> None:
-    config_fetch.record(conn, device.id, port, file, version, client_addr, user_agent)
+    lines = [Line(r[5], r[6], r[7], r[8] or "", r[9] or "") for r in rows if r[5] is not None]
+    return device, lines, rows[0][4]

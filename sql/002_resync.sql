@@ -16,6 +16,9 @@ CREATE TABLE autoprov.resync_request (
     -- false until a proxy has looked for contacts; a pending, checked request waits for REGISTER.
     checked     boolean NOT NULL DEFAULT false,
     attempts    integer NOT NULL DEFAULT 0,
+    -- The transaction of the latest change this request stands for: a config fetch whose
+    -- snapshot sees it has delivered the change (timestamps cannot tell, see 005).
+    changed_xact xid8 NOT NULL DEFAULT pg_current_xact_id(),
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
@@ -56,6 +59,9 @@ CREATE INDEX resync_notify_request ON autoprov.resync_notify (request_id);
 CREATE TABLE autoprov.previous_password (
     subscriber_id integer PRIMARY KEY REFERENCES subscriber (id) ON DELETE CASCADE,
     password      text NOT NULL,
+    -- The latest rotation: the phone may drop the old password once it fetched a config that
+    -- includes this transaction.
+    replaced_xact xid8 NOT NULL DEFAULT pg_current_xact_id(),
     replaced_at   timestamptz NOT NULL DEFAULT now()
 );
 
@@ -66,7 +72,7 @@ DECLARE
 BEGIN
     INSERT INTO autoprov.resync_request (device_id, reason) VALUES (dev, why)
     ON CONFLICT (device_id) WHERE state = 'pending'
-    DO UPDATE SET checked = false, updated_at = now()
+    DO UPDATE SET checked = false, changed_xact = pg_current_xact_id(), updated_at = now()
     RETURNING id INTO rid;
     -- Delivered at commit; the proxies LISTEN and dispatch within a tick.
     PERFORM pg_notify('autoprov_resync', '');
@@ -333,10 +339,11 @@ BEGIN
     END IF;
     IF OLD.password IS DISTINCT FROM NEW.password THEN
         -- Keep the password the phone still holds; a second rotation before the phone fetched
-        -- its config keeps the first one, which is what the phone has.
+        -- its config keeps the first one, which is what the phone has, and waits for the newest.
         INSERT INTO autoprov.previous_password (subscriber_id, password)
         VALUES (OLD.id, OLD.password)
-        ON CONFLICT (subscriber_id) DO NOTHING;
+        ON CONFLICT (subscriber_id)
+        DO UPDATE SET replaced_xact = pg_current_xact_id(), replaced_at = now();
         DELETE FROM autoprov.previous_password
          WHERE subscriber_id = NEW.id AND password = NEW.password;
     END IF;

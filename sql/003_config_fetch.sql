@@ -5,7 +5,10 @@
 -- "Has the phone fetched its config since a change?" is
 --   EXISTS (SELECT 1 FROM autoprov.config_fetch
 --            WHERE device_id = $1 AND port = 'tls' AND fetched_at > $2)
--- and is answered from config_fetch_device_idx.
+-- and is answered from config_fetch_device_idx. That is approximate: now() is when a transaction
+-- began, so a change committed after a fetch read the config can still look older than it.
+-- Exactly: the fetch served the change iff
+--   pg_visible_in_snapshot(<pg_current_xact_id() of the changing transaction>, read_snapshot)
 
 CREATE TABLE autoprov.config_fetch (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -18,7 +21,9 @@ CREATE TABLE autoprov.config_fetch (
     client_addr    inet,
     user_agent     text,
     -- Start of the serving transaction, so never later than the read of the config it served.
-    fetched_at     timestamptz NOT NULL DEFAULT now()
+    fetched_at     timestamptz NOT NULL DEFAULT now(),
+    -- The snapshot the served config was read in (the same statement read it).
+    read_snapshot  pg_snapshot NOT NULL DEFAULT pg_current_snapshot()
 );
 CREATE INDEX config_fetch_device_idx ON autoprov.config_fetch (device_id, port, fetched_at DESC);
 -- For pruning by age.

@@ -1,6 +1,11 @@
 -- A config fetch over TLS tells the resync logic that the phone has its current config:
--- a pending request older than the fetch has nothing left to do, and a rotated password the
--- phone no longer holds is retired.
+-- a pending request whose change the fetch included has nothing left to do, and a rotated
+-- password the phone no longer holds is retired.
+--
+-- "Included" is decided by snapshot, not time: the fetch records the snapshot its config was
+-- read in (config_fetch.read_snapshot), and a change is in it exactly when its transaction is
+-- visible there. A change still being made (its row locked) is not: SKIP LOCKED passes it by,
+-- which also keeps a phone's fetch from ever waiting on a DBA's open transaction.
 
 ALTER TABLE autoprov.resync_request DROP CONSTRAINT resync_request_state_check;
 ALTER TABLE autoprov.resync_request ADD CONSTRAINT resync_request_state_check
@@ -9,21 +14,30 @@ ALTER TABLE autoprov.resync_request ADD CONSTRAINT resync_request_state_check
 CREATE FUNCTION autoprov.config_fetched() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    -- `fetched`: the phone fetched its config after the change; no NOTIFY is needed.
+    -- `fetched`: the phone fetched a config with the change in it; no NOTIFY is needed.
     UPDATE autoprov.resync_request
        SET state = 'fetched', updated_at = now()
-     WHERE device_id = NEW.device_id AND state = 'pending' AND updated_at < NEW.fetched_at;
-    -- The old password may go once every device using the subscriber fetched since the change.
-    DELETE FROM autoprov.previous_password p
-     USING autoprov.device_line l
-     WHERE l.device_id = NEW.device_id AND p.subscriber_id = l.subscriber_id
-       AND p.replaced_at < NEW.fetched_at
-       AND NOT EXISTS (
-           SELECT 1 FROM autoprov.device_line other
-            WHERE other.subscriber_id = p.subscriber_id AND other.device_id <> NEW.device_id
-              AND NOT EXISTS (SELECT 1 FROM autoprov.config_fetch f
-                               WHERE f.device_id = other.device_id AND f.port = 'tls'
-                                 AND f.fetched_at > p.replaced_at));
+     WHERE id IN (SELECT id FROM autoprov.resync_request
+                   WHERE device_id = NEW.device_id AND state = 'pending'
+                     AND pg_visible_in_snapshot(changed_xact, NEW.read_snapshot)
+                   FOR UPDATE SKIP LOCKED);
+    -- The old password may go once every device using the subscriber fetched the new one.
+    DELETE FROM autoprov.previous_password
+     WHERE subscriber_id IN (
+        SELECT p.subscriber_id
+          FROM autoprov.previous_password p
+          JOIN autoprov.device_line l ON l.subscriber_id = p.subscriber_id
+         WHERE l.device_id = NEW.device_id
+           AND pg_visible_in_snapshot(p.replaced_xact, NEW.read_snapshot)
+           AND NOT EXISTS (
+               SELECT 1 FROM autoprov.device_line other
+                WHERE other.subscriber_id = p.subscriber_id
+                  AND other.device_id <> NEW.device_id
+                  AND NOT EXISTS (SELECT 1 FROM autoprov.config_fetch f
+                                   WHERE f.device_id = other.device_id AND f.port = 'tls'
+                                     AND pg_visible_in_snapshot(p.replaced_xact,
+                                                                f.read_snapshot)))
+           FOR UPDATE OF p SKIP LOCKED);
     RETURN NULL;
 END $$;
 

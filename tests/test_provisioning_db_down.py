@@ -64,6 +64,9 @@ def test_database_down_is_503_and_the_service_recovers_by_itself(
         assert down.status_code == 503
         assert down.headers["Retry-After"]
         assert statuses() == (503, 503)
+        # Common files need no database: phones still get them.
+        assert plain.get(bootstrap_url(settings, "y000000000108.cfg"), timeout=15).status_code \
+            == 200
         cluster.start()
         assert statuses() == (200, 200)
         assert running.service.process is not None and running.service.process.poll() is None

@@ -112,6 +112,7 @@ def test_etag_304_head_content_type_and_no_cookies(
     assert head.headers["ETag"] == full.headers["ETag"]
     for reply in (full, again, head):
         assert "Set-Cookie" not in reply.headers
+        assert reply.headers["Server"] == "autoprov"  # no software version for scanners
     # The 304 counts: the phone has the current config. HEAD fetches nothing.
     assert [f[0] for f in fetches(conn, mac)] == ["tls"] * 4
 
@@ -241,3 +242,20 @@ def test_bootstrap_never_needs_a_known_phone_for_common_files(
     for file in ("y000000000028.cfg", "ConfigCommon.cfg", "KX-HDV230.cfg", "spa502G.cfg"):
         assert plain().get(bootstrap_url(settings, file)).status_code == 200, file
     assert plain().get(bootstrap_url(settings, f"{new_mac('yealink')}.cfg")).status_code == 404
+
+
+def test_old_fetch_records_are_pruned_but_each_ports_latest_stays(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path,
+) -> None:
+    mac = add_device(conn, "yealink", [new_subscriber()])
+    session = client(settings, phone_cert(settings, tmp_path, "yealink", mac))
+    for _ in range(3):
+        session.get(config_url(settings, f"{mac}.cfg"))
+    plain().get(bootstrap_url(settings, f"{mac}.cfg"))
+    conn.execute("UPDATE autoprov.config_fetch SET fetched_at = fetched_at - interval '100 days'"
+                 " FROM autoprov.device d WHERE d.id = device_id AND d.mac = %s", (mac,))
+
+    conn.execute("SELECT autoprov.prune_config_fetch(interval '90 days')")
+
+    assert sorted(f[0] for f in fetches(conn, mac)) == ["bootstrap", "tls"]

@@ -193,3 +193,41 @@ def test_a_phone_that_fetched_after_a_change_is_told_apart_from_one_that_did_not
     assert second.status_code == 200  # the config changed, so the old ETag no longer matches
     assert "rotated-pw-1" in second.text
     assert conn.execute(fetched_since, (mac, changed_at)).fetchone() == (True,)
+
+
+def test_each_fetch_records_exactly_which_changes_the_phone_got(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path,
+) -> None:
+    """A change begun before a fetch but committed after it is not in what the phone got.
+
+    The fetch's time cannot tell (the change's now() is older than the fetch); the recorded
+    snapshot can.
+    """
+    from autoprov import db
+
+    sub = new_subscriber(password="before-change")
+    mac = add_device(conn, "yealink", [sub])
+    session = client(settings, phone_cert(settings, tmp_path, "yealink", mac))
+    # Steady state: the phone has its config, nothing is pending for it.
+    assert session.get(config_url(settings, f"{mac}.cfg")).status_code == 200
+    got = ("SELECT pg_visible_in_snapshot(%s::xid8, f.read_snapshot), f.fetched_at > %s"
+           "  FROM autoprov.config_fetch f JOIN autoprov.device d ON d.id = f.device_id"
+           " WHERE d.mac = %s ORDER BY f.id DESC LIMIT 1")
+    with db.connect(settings) as change:  # a DBA's transaction, left open for a moment
+        change.execute("UPDATE subscriber SET password = 'after-change' WHERE username = %s",
+                       (sub.username,))
+        row = change.execute("SELECT pg_current_xact_id()::text, now()").fetchone()
+        assert row is not None
+        xid, began = row
+
+        during = session.get(config_url(settings, f"{mac}.cfg"))
+        change.commit()
+    after = session.get(config_url(settings, f"{mac}.cfg"))
+
+    assert "before-change" in during.text
+    assert "after-change" in after.text
+    [(xid_during, when_during)] = conn.execute(
+        got.replace("LIMIT 1", "OFFSET 1 LIMIT 1"), (xid, began, mac)).fetchall()
+    assert (xid_during, when_during) == (False, True)  # later in time, yet without the change
+    assert conn.execute(got, (xid, began, mac)).fetchone() == (True, True)

@@ -19,12 +19,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from autoprov import db
+from autoprov import db, stack
 from autoprov.config import Settings
 from autoprov.pgcluster import Cluster
 from autoprov.redirect import worker
 from tests import fake_vendor
-from tests.conftest import VENV_BIN, autoprov_cli, make_settings
+from tests.conftest import VENV_BIN, autoprov_cli, make_settings, start_provisioning
 from tests.fake_vendor import FakeVendor
 
 Conn = psycopg.Connection[Any]
@@ -465,3 +465,20 @@ def test_worker_logs_vendor_mac_outcome_and_never_the_password(
     for secret in (wrong, fake.password):
         assert secret not in caplog.text
         assert stored is not None and secret not in stored[0]
+
+
+def test_the_provisioning_service_registers_new_devices_by_itself(
+    settings: Settings, conn: Conn, fake: FakeVendor,
+) -> None:
+    running = start_provisioning(settings)  # `autoprov serve`, as `make run` starts it
+    try:
+        mac = yealink_mac()
+        autoprov_cli(settings, "device", "add", mac, "--vendor", "yealink", "--model", "T46U",
+                     check=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and show(settings, mac)[1]["status"] != "registered":
+            time.sleep(0.1)
+        assert show(settings, mac)[1]["status"] == "registered"
+        assert mac.upper() in fake.yealink_devices
+    finally:
+        stack.stop(running.service)
