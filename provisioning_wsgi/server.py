@@ -28,8 +28,8 @@ from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from autoprov import config_fetch, tls
-from autoprov.redirect.worker import run_worker
 from autoprov.config import ROOT, Settings
+from autoprov.redirect.worker import run_worker
 from provisioning_wsgi.app import ProvisioningApp
 from provisioning_wsgi.render import BOOTSTRAP_PATH, Renderer
 from provisioning_wsgi.store import DatabaseUnavailableError, Store
