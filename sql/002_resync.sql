@@ -28,6 +28,7 @@ CREATE UNIQUE INDEX resync_request_one_pending ON autoprov.resync_request (devic
 CREATE INDEX resync_request_unchecked ON autoprov.resync_request (id)
     WHERE state = 'pending' AND NOT checked;
 CREATE INDEX resync_request_device ON autoprov.resync_request (device_id, id DESC);
+CREATE INDEX resync_request_sending ON autoprov.resync_request (device_id) WHERE state = 'sending';
 
 CREATE TABLE autoprov.resync_notify (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -123,6 +124,14 @@ BEGIN
     RETURN queued;
 END $$;
 
+-- A device whose NOTIFYs are still out gets no second round until they are answered: the
+-- phone is fetching anyway, and the fetch may make the newer request unnecessary (005).
+CREATE FUNCTION autoprov.resync_in_flight(dev bigint) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM autoprov.resync_request
+                    WHERE device_id = dev AND state = 'sending')
+$$;
+
 -- A proxy's tick: look for contacts of every request nobody has checked yet.
 CREATE FUNCTION autoprov.dispatch_unchecked() RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -130,9 +139,10 @@ DECLARE
     rid bigint;
     total integer := 0;
 BEGIN
-    FOR rid IN SELECT id FROM autoprov.resync_request
-                WHERE state = 'pending' AND NOT checked
-                ORDER BY id FOR UPDATE SKIP LOCKED
+    FOR rid IN SELECT r.id FROM autoprov.resync_request r
+                WHERE r.state = 'pending' AND NOT r.checked
+                  AND NOT autoprov.resync_in_flight(r.device_id)
+                ORDER BY r.id FOR UPDATE SKIP LOCKED
     LOOP
         total := total + autoprov.dispatch_request(rid);
     END LOOP;
@@ -150,6 +160,7 @@ BEGIN
                  JOIN autoprov.device_line l ON l.device_id = r.device_id
                  JOIN subscriber s ON s.id = l.subscriber_id
                 WHERE r.state = 'pending' AND s.username = uname AND s.domain = dom
+                  AND NOT autoprov.resync_in_flight(r.device_id)
                 FOR UPDATE OF r SKIP LOCKED
     LOOP
         total := total + autoprov.dispatch_request(rid);
@@ -221,6 +232,13 @@ BEGIN
         END IF;
     ELSE
         UPDATE autoprov.resync_request SET state = 'done', updated_at = now() WHERE id = rid;
+    END IF;
+    -- A request that waited for this one may go now.
+    IF EXISTS (SELECT 1 FROM autoprov.resync_request
+                WHERE device_id = req.device_id AND state = 'pending' AND id <> rid) THEN
+        UPDATE autoprov.resync_request SET checked = false
+         WHERE device_id = req.device_id AND state = 'pending' AND id <> rid;
+        PERFORM pg_notify('autoprov_resync', '');
     END IF;
 END $$;
 

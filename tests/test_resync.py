@@ -350,3 +350,30 @@ def test_phone_that_fetched_its_config_since_the_change_gets_no_notify(
     time.sleep(0.5)
     assert conn.execute("SELECT count(*) FROM autoprov.resync_status WHERE mac = %s"
                         " AND outcome IS NOT NULL", (mac,)).fetchone() == (0,)
+
+
+def test_a_change_while_notifies_are_out_waits_for_them_then_goes(
+    registered_device: Callable[..., Device], settings: Settings,
+    conn: psycopg.Connection[Any],
+) -> None:
+    dev = registered_device()
+    with dev.phone.answer("notify-slow-accept", calls=2) as uas:
+        first = conn.execute("SELECT autoprov.request_resync(%s)", (dev.mac,)).fetchone()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and conn.execute(
+                "SELECT state FROM autoprov.resync_request WHERE id = %s",
+                first).fetchone() != ("sending",):
+            time.sleep(0.01)
+        second = conn.execute("SELECT autoprov.request_resync(%s)", (dev.mac,)).fetchone()
+        time.sleep(0.3)
+        waiting = conn.execute("SELECT state FROM autoprov.resync_request WHERE id = %s",
+                               second).fetchone()
+        assert uas.result().ok
+    assert waiting == ("pending",)
+    rows = conn.execute(
+        "SELECT request_id, min(sent_at), max(answered_at) FROM autoprov.resync_status"
+        " WHERE request_id IN (%s, %s) GROUP BY request_id ORDER BY request_id",
+        (first[0] if first else 0, second[0] if second else 0)).fetchall()
+    assert len(rows) == 2
+    # The second round went out only after the first was answered.
+    assert rows[1][1] >= rows[0][2]
