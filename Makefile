@@ -28,8 +28,10 @@ lint: deps
 stubs: deps
 	$(VENV)/bin/autoprov kamailio stubs --out typings
 
+# The load generators and the static-file baseline are needed by the benchmarks only.
 bench: deps
-	$(VENV)/bin/python -m tests.bench
+	@scripts/install-system-packages.sh wrk nginx apache2-utils curl
+	$(VENV)/bin/python -m bench
 
 deps: system $(STAMP)
 

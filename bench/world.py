@@ -86,19 +86,39 @@ def world(name: str) -> Iterator[World]:
         for running in reversed(w.running):
             stack.stop(running.service)
         cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):  # debugging: keep logs and sipp traces
+            print(f"bench: kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _stats() -> list[list[str]]:
+    """The fields of every live process's /proc/PID/stat after the command name."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid = stat.parent.name
+            out.append([pid, *stat.read_text().rsplit(")", 1)[1].split()])
+        except OSError:
+            continue
+    return out
+
+
+def _cpu(fields: list[str]) -> int:
+    # [pid, state, ppid, pgrp, ...]: utime and stime are fields 14 and 15 of stat.
+    return int(fields[12]) + int(fields[13])
 
 
 def cpu_seconds(pgid: int) -> float:
     """User + system CPU of every live process in a process group (Kamailio and its children)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the command: state ppid pgrp ...; utime and stime are fields 14 and 15 of stat.
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+    return sum(_cpu(f) for f in _stats() if int(f[3]) == pgid) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds(cluster: Cluster) -> float:
+    """CPU of the cluster's postmaster and its children (backends, WAL writer, ...)."""
+    try:
+        postmaster = (cluster.data / "postmaster.pid").read_text().split()[0]
+    except (OSError, IndexError):
+        return 0.0
+    total = sum(_cpu(f) for f in _stats() if postmaster in (f[0], f[2]))
+    return total / os.sysconf("SC_CLK_TCK")

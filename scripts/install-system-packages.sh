@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages autoprov runs on, only those that are missing. Safe to repeat.
+# Extra package names as arguments are installed too (`make bench`: wrk, nginx, ...).
 set -euo pipefail
 packages=(
   kamailio kamailio-python3-modules kamailio-postgres-modules kamailio-tls-modules
-  postgresql sip-tester python3-venv openssl
+  postgresql sip-tester python3-venv openssl "$@"
+  # The operators' pages are tested in a real browser (Playwright drives Debian's build).
+  chromium
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -16,7 +19,7 @@ echo "installing Debian packages: ${missing[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # Debian starts packaged daemons on install where it can; ours run under our own control.
-for svc in kamailio postgresql; do
+for svc in kamailio postgresql nginx; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     $sudo systemctl disable --now "$svc" || true
   fi

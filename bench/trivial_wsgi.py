@@ -1,0 +1,57 @@
+"""Baseline for the config-fetch benchmark: `autoprov serve`'s own server machinery (cheroot, the
+same thread counts, timeouts, client-certificate TLS adapter and handshake-in-worker connection
+class) serving a constant body from a trivial app: no database, no template, no logging.
+
+python -m bench.trivial_wsgi BODY_PLAIN BODY_TLS  (ports and TLS files from AUTOPROV_* settings)
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+from autoprov import config
+from provisioning_wsgi import server
+
+
+def constant(body: bytes, content_type: str) -> server.wsgi.WSGIApplication:  # type: ignore[name-defined]
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", headers)
+        return [body]
+
+    return app
+
+
+def main(argv: list[str]) -> int:
+    settings = config.load()
+    plain_body, tls_body = Path(argv[0]).read_bytes(), Path(argv[1]).read_bytes()
+    plain = server.Server((settings.http_bind, settings.http_port),
+                          constant(plain_body, "text/plain"), numthreads=server.PLAIN_THREADS,
+                          timeout=server.SOCKET_TIMEOUT_S,
+                          shutdown_timeout=server.SHUTDOWN_TIMEOUT_S)
+    secure = server.Server((settings.http_bind, settings.https_port),
+                           constant(tls_body, "text/plain"), numthreads=server.TLS_THREADS,
+                           timeout=server.SOCKET_TIMEOUT_S,
+                           shutdown_timeout=server.SHUTDOWN_TIMEOUT_S)
+    secure.ssl_adapter = server.ClientCertAdapter(settings)
+    secure.ConnectionClass = server.HandshakeInWorker
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    for srv in (plain, secure):
+        srv.prepare()
+        threading.Thread(target=srv.serve, daemon=True).start()
+    stop.wait()
+    for srv in (plain, secure):
+        srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
