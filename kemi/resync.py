@@ -39,8 +39,7 @@ def event_for(vendor_event: str, model: str) -> str:
     return _EVENT_OVERRIDES.get(model, vendor_event)
 
 
-def send(row: tuple[object, ...], authorization: str = "", call_id: str = "",
-         cseq: int = 0) -> None:
+def send(row: tuple[object, ...], authorization: str = "") -> None:
     """Send one NOTIFY (or, with `authorization`, its answer to the phone's challenge)."""
     nid, aor, contact, received, sock, _vendor, model, event, _username, _password = row
     uri = f"sip:{aor}"
@@ -54,9 +53,9 @@ def send(row: tuple[object, ...], authorization: str = "", call_id: str = "",
         KSR.pv.sets("$uac_req(sock)", str(sock))
     KSR.pv.sets("$uac_req(furi)", uri)
     KSR.pv.sets("$uac_req(turi)", uri)
-    KSR.pv.sets("$uac_req(callid)", call_id or f"resync-{nid}-{secrets.token_hex(6)}@autoprov")
-    if cseq:
-        KSR.pv.seti("$uac_req(cseqno)", cseq)
+    # A fresh Call-ID for the answer to a challenge too: 5.6's uac cannot raise the CSeq, and a
+    # same Call-ID/CSeq/From-tag request would be a merged request (482) to a strict phone.
+    KSR.pv.sets("$uac_req(callid)", f"resync-{nid}-{secrets.token_hex(6)}@autoprov")
     KSR.pv.sets("$uac_req(hdrs)", hdrs + authorization)
     KSR.pv.seti("$uac_req(evroute)", 1)  # every reply and timeout comes to ksr_uac_event
     KSR.pv.sets("$uac_req(evparam)", str(nid))
@@ -83,8 +82,7 @@ def _answer_challenge(nid: int, code: int) -> None:
         _record(nid, code, timed_out=False)
         return
     name = "Authorization" if code == 401 else "Proxy-Authorization"
-    cseq = int(pv("$cs") or 1) + 1
-    send(row, f"{name}: {value}\r\n", call_id=pv("$ci"), cseq=cseq)
+    send(row, f"{name}: {value}\r\n")
 
 
 def _record(nid: int, code: int, timed_out: bool) -> str:

@@ -100,9 +100,13 @@ class Phone:
     def register(self, expires: int = 300, **keys: str | int) -> SippResult:
         return self.run("register", expires=expires, **keys)
 
-    def answer(self, scenario: str, timeout: float = 20, calls: int = 1,
+    def answer(self, scenario: str, timeout: float = 20, resyncs: int = 1,
                **keys: str | int) -> Answerer:
-        """Start this phone's UAS side on its contact port, answering `calls` NOTIFY dialogs."""
+        """Start this phone's UAS side on its contact port, answering `resyncs` NOTIFYs.
+
+        A challenged NOTIFY and its answer are two calls (the answer has its own Call-ID).
+        """
+        calls = resyncs * (2 if "challenge" in scenario else 1)
         return Answerer(self, scenario, timeout, self.keys(**keys), calls)
 
 

@@ -322,7 +322,7 @@ def test_password_rotation_does_not_strand_the_phone(
     # Until it has fetched its new config, it may still register with the old one.
     assert dataclasses.replace(dev.phone, password=old).register().ok
     # A phone that already has the new password gets it on the second try.
-    with dev.phone.answer("notify-challenge-401", calls=2, password=new) as uas:
+    with dev.phone.answer("notify-challenge-401", resyncs=2, password=new) as uas:
         code, info = resync_cli(settings, dev.mac)
         phone_side = uas.result()
     assert "AUTH-VERIFIED" in phone_side.output
@@ -357,7 +357,7 @@ def test_a_change_while_notifies_are_out_waits_for_them_then_goes(
     conn: psycopg.Connection[Any],
 ) -> None:
     dev = registered_device()
-    with dev.phone.answer("notify-slow-accept", calls=2) as uas:
+    with dev.phone.answer("notify-slow-accept", resyncs=2) as uas:
         first = conn.execute("SELECT autoprov.request_resync(%s)", (dev.mac,)).fetchone()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and conn.execute(
