@@ -37,6 +37,8 @@ def command(settings: Settings, code_root: Path = ROOT) -> list[str]:
         "-DD", "-E",
         "-n", str(settings.sip_children),
         "-m", str(settings.sip_shm_mb),
+        # TLSF instead of the default q_malloc: about a fifth less CPU per REGISTER (BENCHMARKS.md).
+        "-x", "tlsf", "-X", "tlsf",
         f"--debug={settings.sip_debug}",
         "-Y", str(settings.run_dir),
         "-P", str(settings.run_dir / "kamailio.pid"),

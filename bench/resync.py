@@ -91,7 +91,8 @@ def run(quick: bool) -> Section:
         pgid = kamailio.service.process.pid
         _, host, port = settings.sip_listen[0].split(":")
         uas_port = free_port()
-        answerer = sipp_load.Answerer(phones, uas_port, sizes.phones, w.base / "uas",
+        # The proxy answers a challenge with a new Call-ID: two calls per phone at the answerer.
+        answerer = sipp_load.Answerer(phones, uas_port, 2 * sizes.phones, w.base / "uas",
                                       timeout=sizes.timeout + 60)
         try:
             reg = sipp_load.register_load((host, int(port)), phones, sizes.register_rate,
@@ -148,7 +149,8 @@ def _resync_all(w: World, conn: psycopg.Connection[Any], pgid: int,
 def _baseline(phones: sipp_load.Phones, work: Path, sizes: Sizes) -> float | None:
     """Seconds for a sipp client to run the same NOTIFY dialogs straight against the answerer."""
     port = free_port()
-    answerer = sipp_load.Answerer(phones, port, phones.count, work / "uas", timeout=120)
+    answerer = sipp_load.Answerer(phones, port, phones.count, work / "uas", timeout=120,
+                                  scenario="notify-uas-samecall")
     try:
         time.sleep(0.3)
         run = sipp_load.notify_load(("127.0.0.1", port), phones, phones.count, work / "uac")

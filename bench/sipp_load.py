@@ -149,7 +149,7 @@ class Answerer:
     """sipp in server mode answering `calls` check-sync NOTIFYs for every phone (notify-uas.xml)."""
 
     def __init__(self, phones: Phones, port: int, calls: int, work: Path,
-                 timeout: float) -> None:
+                 timeout: float, scenario: str = "notify-uas") -> None:
         work.mkdir(parents=True, exist_ok=True)
         self.work = work
         self.port = port
@@ -157,7 +157,7 @@ class Answerer:
         # The scenario looks passwords up in "users.csv" by user name (field0).
         (work / "users.csv").write_text(phones.csv.read_text())
         cmd = [
-            "sipp", "-sf", str(SCENARIOS / "notify-uas.xml"), "-inf", "users.csv",
+            "sipp", "-sf", str(SCENARIOS / f"{scenario}.xml"), "-inf", "users.csv",
             "-infindex", "users.csv", "0", "-key", "domain", DOMAIN,
             "-i", "127.0.0.1", "-p", str(port), "-t", "u1", "-m", str(calls),
             "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin",

@@ -22,6 +22,7 @@ from kemi.sip import pv
 CHANNEL = "autoprov_resync"
 PENDING_TABLE = "resync_pending"  # htable of AORs whose next REGISTER triggers a NOTIFY
 CLAIM_BATCH = 500
+DISPATCH_BATCH = 500
 LOST_AFTER = "40 seconds"  # a NOTIFY without an answer by then is recorded as no answer
 
 _settings = config.load()
@@ -66,20 +67,16 @@ def send(row: tuple[object, ...], authorization: str = "") -> None:
         _record(int(str(nid)), 0, timed_out=True)
 
 
-def _answer_challenge(nid: int, code: int) -> None:
-    """Send the NOTIFY again in the same call, with the line's credentials."""
-    rows = db.query("SELECT * FROM autoprov.notify_send_info WHERE id = %s", (nid,))
+def _answer_challenge(row: tuple[object, ...], code: int) -> None:
+    """Send the NOTIFY again, with the line's credentials for the phone's challenge."""
+    nid = int(str(row[0]))
     challenge = pv("$hdr(WWW-Authenticate)" if code == 401 else "$hdr(Proxy-Authenticate)")
-    if not rows or not challenge:
-        _record(nid, code, timed_out=False)  # nothing to answer with: challenge failed
-        return
-    row = rows[0]
     contact, username, password = str(row[2]), str(row[8]), str(row[9])
     try:
         value = digest.authorization(challenge, "NOTIFY", contact, username, password)
     except digest.UnsupportedChallengeError as exc:
         KSR.warn(f"autoprov resync notify={nid} cannot answer challenge: {exc}\n")
-        _record(nid, code, timed_out=False)
+        _record(nid, code, timed_out=False)  # a second 401/407: challenge failed
         return
     name = "Authorization" if code == 401 else "Proxy-Authorization"
     send(row, f"{name}: {value}\r\n")
@@ -116,9 +113,12 @@ def tick() -> None:
     if not woken and now - _last_run < _POLL_SECONDS:
         return
     _last_run = now
-    db.query("SELECT autoprov.dispatch_unchecked()")
-    while _send_claimed() == CLAIM_BATCH:
-        pass
+    # Dispatch and send in batches: the first phones hear from us while the rest is queued.
+    while True:
+        taken = int(db.query("SELECT autoprov.dispatch_unchecked(%s)", (DISPATCH_BATCH,))[0][0])
+        sent = _send_claimed()
+        if taken < DISPATCH_BATCH and sent < CLAIM_BATCH:
+            break
     db.query("SELECT autoprov.expire_notifies(%s)", (LOST_AFTER,))
     _refresh_pending()
 
@@ -137,7 +137,12 @@ def on_uac_event() -> None:
         return  # not one of ours
     code = int(pv("$uac_req(evcode)") or 0)
     timed_out = pv("$uac_req(evtype)") == "2"
-    outcome = _record(int(nid), code, timed_out)
+    # One round trip: the outcome, and what answering a challenge needs if it was one.
+    rows = db.query(
+        "SELECT o.outcome, i.* FROM autoprov.record_notify_outcome(%s, %s, %s) AS o(outcome)"
+        " LEFT JOIN autoprov.notify_send_info i ON o.outcome = 'challenged' AND i.id = %s",
+        (int(nid), code, timed_out, int(nid)))
+    outcome = str(rows[0][0]) if rows else "ignored"
     KSR.info(f"autoprov resync notify={nid} code={code} outcome={outcome}\n")
-    if outcome == "challenged":
-        _answer_challenge(int(nid), code)
+    if outcome == "challenged" and rows[0][1] is not None:
+        _answer_challenge(rows[0][1:], code)

@@ -2,7 +2,8 @@
 
 http_port: plain HTTP, the bootstrap files. https_port: TLS that requires a client certificate
 chaining to one of the configured client CAs; the verified certificate reaches the app as
-SSL_CLIENT_VERIFY / SSL_CLIENT_CERT in the WSGI environ.
+SSL_CLIENT_VERIFY / SSL_CLIENT_CERT in the WSGI environ. admin_port: the operators' pages, over
+TLS with no client certificate (a browser has none), so never on either of the phones' ports.
 
 cheroot's builtin adapter does the TLS handshake in its single accept thread, so one client that
 connects and stalls would hold up every other phone. Here the handshake runs in the worker thread
@@ -30,6 +31,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from autoprov import config_fetch, tls
 from autoprov.config import ROOT, Settings
 from autoprov.redirect.worker import run_worker
+from provisioning_wsgi.admin.app import AdminApp
 from provisioning_wsgi.app import ProvisioningApp
 from provisioning_wsgi.render import BOOTSTRAP_PATH, Renderer
 from provisioning_wsgi.store import DatabaseUnavailableError, Store
@@ -38,8 +40,12 @@ log = logging.getLogger("autoprov.provisioning")
 
 TLS_THREADS = 16
 PLAIN_THREADS = 8
+ADMIN_THREADS = 4
 # Socket timeout: a TLS handshake or a request that takes longer is dropped.
 SOCKET_TIMEOUT_S = 10
+# A fleet rebooting at once connects in bursts: cheroot's default backlog (5) drops them and the
+# phones retry seconds later. The kernel caps this at net.core.somaxconn.
+LISTEN_BACKLOG = 1024
 SHUTDOWN_TIMEOUT_S = 5
 # Fetch records older than this go, except each device's latest per port.
 KEEP_FETCHES = timedelta(days=90)
@@ -66,13 +72,34 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
+def admin_tls_context(settings: Settings) -> ssl.SSLContext:
+    """The operators' port: a certificate browsers trust, no client certificate asked for."""
+    cert, key = admin_server_files(settings)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise tls.TlsError(f"admin certificate {cert} / key {key}: {exc}") from None
+    return context
+
+
+def admin_server_files(settings: Settings) -> tuple[Path, Path]:
+    # Production's phone-facing certificate is Cisco-signed, which no browser trusts.
+    if settings.admin_tls_cert or settings.admin_tls_key:
+        if not (settings.admin_tls_cert and settings.admin_tls_key):
+            raise tls.TlsError("admin_tls_cert and admin_tls_key must be set together")
+        return Path(settings.admin_tls_cert), Path(settings.admin_tls_key)
+    return tls.server_files(settings)
+
+
 class ClientCertAdapter(BuiltinSSLAdapter):
     """cheroot's builtin adapter with our context, handing over an un-handshaken socket."""
 
-    def __init__(self, settings: Settings) -> None:
-        cert, key = tls.server_files(settings)
+    def __init__(self, settings: Settings, admin: bool = False) -> None:
+        cert, key = admin_server_files(settings) if admin else tls.server_files(settings)
         super().__init__(str(cert), str(key))
-        self.context = tls_context(settings)
+        self.context = admin_tls_context(settings) if admin else tls_context(settings)
 
     def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, Any]]:
         wrapped = self.context.wrap_socket(sock, server_side=True,
@@ -95,12 +122,12 @@ class HandshakeInWorker(cheroot_server.HTTPConnection):
                 detail = getattr(exc, "verify_message", None) or exc.reason or str(exc)
                 # Cleanly closed before a certificate was sent: a port probe, not an attack.
                 level = logging.INFO if isinstance(exc, ssl.SSLEOFError) else logging.WARNING
-                log.log(level, "denied client=%s port=tls reason=tls-handshake detail=%s",
-                        self.remote_addr, _token(str(detail)))
+                log.log(level, "denied client=%s port=%s reason=tls-handshake detail=%s",
+                        self.remote_addr, self.server.label, _token(str(detail)))
                 return False
             except OSError as exc:
-                log.info("dropped client=%s port=tls reason=tls-handshake detail=%s",
-                         self.remote_addr, _token(type(exc).__name__))
+                log.info("dropped client=%s port=%s reason=tls-handshake detail=%s",
+                         self.remote_addr, self.server.label, _token(type(exc).__name__))
                 return False
             self.ssl_env = self.server.ssl_adapter.get_environ(self.socket)
             self.handshake_done = True
@@ -108,6 +135,9 @@ class HandshakeInWorker(cheroot_server.HTTPConnection):
 
 
 class Server(wsgi.Server):
+    # The port's name in log lines.
+    label = "tls"
+
     def error_log(self, msg: str = "", level: int = logging.INFO,
                   traceback: bool = False) -> None:
         log.log(level, "server: %s", msg, exc_info=traceback)
@@ -118,15 +148,26 @@ def _make_servers(settings: Settings) -> list[Server]:
     db = Store(settings)
     plain = Server((settings.http_bind, settings.http_port),
                    ProvisioningApp("bootstrap", renderer, db), numthreads=PLAIN_THREADS,
-                   timeout=SOCKET_TIMEOUT_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+                   timeout=SOCKET_TIMEOUT_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                   request_queue_size=LISTEN_BACKLOG)
     secure = Server((settings.http_bind, settings.https_port),
                     ProvisioningApp("tls", renderer, db), numthreads=TLS_THREADS,
-                    timeout=SOCKET_TIMEOUT_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+                    timeout=SOCKET_TIMEOUT_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                    request_queue_size=LISTEN_BACKLOG)
     secure.ssl_adapter = ClientCertAdapter(settings)
     secure.ConnectionClass = HandshakeInWorker
-    for srv in (plain, secure):
+    servers = [plain, secure]
+    if settings.admin_port:
+        admin = Server((settings.http_bind, settings.admin_port), AdminApp(settings),
+                       numthreads=ADMIN_THREADS, timeout=SOCKET_TIMEOUT_S,
+                       shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        admin.ssl_adapter = ClientCertAdapter(settings, admin=True)
+        admin.ConnectionClass = HandshakeInWorker
+        admin.label = "admin"
+        servers.append(admin)
+    for srv in servers:
         srv.server_name = "autoprov"  # the Server header: no software version for scanners
-    return [plain, secure]
+    return servers
 
 
 def _prune_forever(db: Store, stop: threading.Event) -> None:
@@ -173,8 +214,12 @@ def serve(settings: Settings) -> int:
     log.info("listening: http://%s:%d%s (bootstrap), https://%s:%d (client certificates from %s)",
              settings.http_bind, settings.http_port, BOOTSTRAP_PATH, settings.http_bind,
              settings.https_port, ", ".join(str(p) for p in tls.client_ca_files(settings)))
+    if settings.admin_port:
+        log.info("operators' pages: https://%s:%d/admin/ (%s)", settings.http_bind,
+                 settings.admin_port, "on" if settings.admin_password else
+                 "off until admin_password is set")
     while not stop.wait(1.0):
-        if not all(t.is_alive() for t in threads[:2]):
+        if not all(t.is_alive() for t in threads[:len(servers)]):
             log.error("a listener stopped; exiting")
             break
     stop.set()

@@ -92,34 +92,45 @@ BEGIN
     RETURN autoprov.request_device_resync(dev, why);
 END $$;
 
--- Queue one NOTIFY per live binding of the device's lines. Returns how many were queued.
-CREATE FUNCTION autoprov.dispatch_request(rid bigint) RETURNS integer
+-- Queue one NOTIFY per live binding of the lines of each request's device, in one statement
+-- for the whole batch (a fan-out to thousands of phones is one INSERT, not thousands). The
+-- caller has locked the requests. Requests with no live binding stay pending, now checked.
+CREATE FUNCTION autoprov.dispatch(ids bigint[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     queued integer;
 BEGIN
-    INSERT INTO autoprov.resync_notify
-        (request_id, attempt, line_no, subscriber_id, aor, ruid, contact, received, socket,
-         server_id, credential)
-    SELECT r.id, r.attempts + 1, l.line_no, s.id, s.username || '@' || s.domain, loc.ruid,
-           loc.contact, NULLIF(loc.received, ''), loc.socket, loc.server_id,
-           CASE WHEN p.subscriber_id IS NULL THEN 'current' ELSE 'previous' END
-      FROM autoprov.resync_request r
-      JOIN autoprov.device_line l ON l.device_id = r.device_id
-      JOIN subscriber s ON s.id = l.subscriber_id
-      JOIN location loc ON loc.username = s.username AND loc.domain = s.domain
-                       AND loc.expires > localtimestamp
-      LEFT JOIN autoprov.previous_password p ON p.subscriber_id = s.id
-     WHERE r.id = rid
-    ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS queued = ROW_COUNT;
+    WITH ins AS (
+        INSERT INTO autoprov.resync_notify
+            (request_id, attempt, line_no, subscriber_id, aor, ruid, contact, received, socket,
+             server_id, credential)
+        SELECT r.id, r.attempts + 1, l.line_no, s.id, s.username || '@' || s.domain, loc.ruid,
+               loc.contact, NULLIF(loc.received, ''), loc.socket, loc.server_id,
+               CASE WHEN p.subscriber_id IS NULL THEN 'current' ELSE 'previous' END
+          FROM autoprov.resync_request r
+          JOIN autoprov.device_line l ON l.device_id = r.device_id
+          JOIN subscriber s ON s.id = l.subscriber_id
+          JOIN location loc ON loc.username = s.username AND loc.domain = s.domain
+                           AND loc.expires > localtimestamp
+          LEFT JOIN autoprov.previous_password p ON p.subscriber_id = s.id
+         WHERE r.id = ANY (ids)
+        ON CONFLICT DO NOTHING
+        RETURNING request_id
+    ), sent AS (
+        SELECT DISTINCT request_id FROM ins
+    ), upd AS (
+        UPDATE autoprov.resync_request r
+           SET checked = true, updated_at = now(),
+               state = CASE WHEN sent.request_id IS NULL THEN r.state ELSE 'sending' END,
+               attempts = r.attempts + CASE WHEN sent.request_id IS NULL THEN 0 ELSE 1 END
+          FROM unnest(ids) AS picked(id)
+          LEFT JOIN sent ON sent.request_id = picked.id
+         WHERE r.id = picked.id
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM ins) INTO queued FROM (SELECT count(*) FROM upd) AS done;
     IF queued > 0 THEN
-        UPDATE autoprov.resync_request
-           SET state = 'sending', checked = true, attempts = attempts + 1, updated_at = now()
-         WHERE id = rid;
         PERFORM pg_notify('autoprov_resync', '');
-    ELSE
-        UPDATE autoprov.resync_request SET checked = true, updated_at = now() WHERE id = rid;
     END IF;
     RETURN queued;
 END $$;
@@ -132,40 +143,39 @@ LANGUAGE sql STABLE AS $$
                     WHERE device_id = dev AND state = 'sending')
 $$;
 
--- A proxy's tick: look for contacts of every request nobody has checked yet.
-CREATE FUNCTION autoprov.dispatch_unchecked() RETURNS integer
+-- A proxy's tick: look for contacts of up to `max_requests` requests nobody has checked yet.
+-- Returns how many requests it took (the caller sends, then comes back for more).
+CREATE FUNCTION autoprov.dispatch_unchecked(max_requests integer DEFAULT 500) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    rid bigint;
-    total integer := 0;
+    ids bigint[];
 BEGIN
-    FOR rid IN SELECT r.id FROM autoprov.resync_request r
-                WHERE r.state = 'pending' AND NOT r.checked
-                  AND NOT autoprov.resync_in_flight(r.device_id)
-                ORDER BY r.id FOR UPDATE SKIP LOCKED
-    LOOP
-        total := total + autoprov.dispatch_request(rid);
-    END LOOP;
-    RETURN total;
+    SELECT array_agg(id) INTO ids FROM (
+        SELECT r.id FROM autoprov.resync_request r
+         WHERE r.state = 'pending' AND NOT r.checked
+           AND NOT autoprov.resync_in_flight(r.device_id)
+         ORDER BY r.id LIMIT max_requests FOR UPDATE SKIP LOCKED) AS picked;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM autoprov.dispatch(ids);
+    RETURN cardinality(ids);
 END $$;
 
 -- Right after a REGISTER of an AOR that has a pending request: queue its NOTIFYs.
 CREATE FUNCTION autoprov.dispatch_for_aor(uname text, dom text) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    rid bigint;
-    total integer := 0;
+    ids bigint[];
 BEGIN
-    FOR rid IN SELECT r.id FROM autoprov.resync_request r
-                 JOIN autoprov.device_line l ON l.device_id = r.device_id
-                 JOIN subscriber s ON s.id = l.subscriber_id
-                WHERE r.state = 'pending' AND s.username = uname AND s.domain = dom
-                  AND NOT autoprov.resync_in_flight(r.device_id)
-                FOR UPDATE OF r SKIP LOCKED
-    LOOP
-        total := total + autoprov.dispatch_request(rid);
-    END LOOP;
-    RETURN total;
+    SELECT array_agg(id) INTO ids FROM (
+        SELECT r.id FROM autoprov.resync_request r
+          JOIN autoprov.device_line l ON l.device_id = r.device_id
+          JOIN subscriber s ON s.id = l.subscriber_id
+         WHERE r.state = 'pending' AND s.username = uname AND s.domain = dom
+           AND NOT autoprov.resync_in_flight(r.device_id)
+         FOR UPDATE OF r SKIP LOCKED) AS picked;
+    RETURN CASE WHEN ids IS NULL THEN 0 ELSE autoprov.dispatch(ids) END;
 END $$;
 
 -- The AORs whose next REGISTER should trigger a NOTIFY (the proxies keep them in memory).
