@@ -1,11 +1,14 @@
 """The NOTIFY path: check-sync to every registered contact of a device, outcomes recorded.
 
 Requests and per-contact NOTIFY rows live in Postgres (sql/002_resync.sql); this module only
-dispatches, sends and records, so nothing is kept only in a process's memory. Three entry points:
-The phone's 401/407 is answered here (kemi/digest.py), not by the uac module's own retry.
-- tick(): the rtimer process, every 100 ms; works when Postgres NOTIFYs it or every poll interval.
+dispatches, sends and records, so nothing is kept only in a process's memory for long. The
+phone's 401/407 is answered here (kemi/digest.py), not by the uac module's own retry.
+- tick(): the rtimer process, every 20 ms: records queued replies, and dispatches and sends
+  when Postgres NOTIFYs it (or every poll interval).
 - after_register(): a REGISTER of an AOR with a pending request sends right after the 200 OK.
-- on_uac_event(): a NOTIFY's reply (or timeout) is recorded.
+- on_uac_event(): a NOTIFY's reply (or timeout), in the worker that got it: a first challenge is
+  answered at once, and the reply queued for tick() to record in a batch (a fan-out to thousands
+  of phones must not cost each worker a database write per reply).
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from kemi import db, digest
 from kemi.sip import pv
 
 CHANNEL = "autoprov_resync"
-PENDING_TABLE = "resync_pending"  # htable of AORs whose next REGISTER triggers a NOTIFY
+PENDING_TABLE = "resync_pending"  # AORs whose next REGISTER triggers a NOTIFY
+EVENTS_TABLE = "resync_events"  # replies to record: "nid.stage" -> "code:timed_out:after"
+CHALLENGED_TABLE = "resync_challenged"  # NOTIFYs the phone has challenged once already
 CLAIM_BATCH = 500
 DISPATCH_BATCH = 500
+FIRST_BATCH = 50  # small, so the first phones hear from us at once
 LOST_AFTER = "40 seconds"  # a NOTIFY without an answer by then is recorded as no answer
 
 _settings = config.load()
@@ -61,30 +67,12 @@ def send(row: tuple[object, ...], authorization: str = "") -> None:
     KSR.pv.seti("$uac_req(evroute)", 1)  # every reply and timeout comes to ksr_uac_event
     KSR.pv.sets("$uac_req(evparam)", str(nid))
     sent = KSR.uac.uac_req_send()
-    KSR.info(f"autoprov resync notify={nid} aor={aor} contact={contact} "
+    # Per-NOTIFY lines at debug level: a fan-out to thousands of phones is one log line each
+    # otherwise; the outcomes are in autoprov.resync_notify.
+    KSR.dbg(f"autoprov resync notify={nid} aor={aor} contact={contact} "
              f"auth={'yes' if authorization else 'no'} sent={sent}\n")
     if sent < 0:
-        _record(int(str(nid)), 0, timed_out=True)
-
-
-def _answer_challenge(row: tuple[object, ...], code: int) -> None:
-    """Send the NOTIFY again, with the line's credentials for the phone's challenge."""
-    nid = int(str(row[0]))
-    challenge = pv("$hdr(WWW-Authenticate)" if code == 401 else "$hdr(Proxy-Authenticate)")
-    contact, username, password = str(row[2]), str(row[8]), str(row[9])
-    try:
-        value = digest.authorization(challenge, "NOTIFY", contact, username, password)
-    except digest.UnsupportedChallengeError as exc:
-        KSR.warn(f"autoprov resync notify={nid} cannot answer challenge: {exc}\n")
-        _record(nid, code, timed_out=False)  # a second 401/407: challenge failed
-        return
-    name = "Authorization" if code == 401 else "Proxy-Authorization"
-    send(row, f"{name}: {value}\r\n")
-
-
-def _record(nid: int, code: int, timed_out: bool) -> str:
-    rows = db.query("SELECT autoprov.record_notify_outcome(%s, %s, %s)", (nid, code, timed_out))
-    return str(rows[0][0]) if rows else "ignored"
+        _queue(str(nid), "final", 0, timed_out=True, after_challenge=False)
 
 
 def _send_claimed(only_aor: str | None = None) -> int:
@@ -108,17 +96,20 @@ def _refresh_pending() -> None:
 
 def tick() -> None:
     global _last_run
+    flush_events()
     now = time.monotonic()
     woken = db.notified(CHANNEL)
     if not woken and now - _last_run < _POLL_SECONDS:
         return
     _last_run = now
     # Dispatch and send in batches: the first phones hear from us while the rest is queued.
+    batch = FIRST_BATCH
     while True:
-        taken = int(db.query("SELECT autoprov.dispatch_unchecked(%s)", (DISPATCH_BATCH,))[0][0])
+        taken = int(db.query("SELECT autoprov.dispatch_unchecked(%s)", (batch,))[0][0])
         sent = _send_claimed()
-        if taken < DISPATCH_BATCH and sent < CLAIM_BATCH:
+        if taken < batch and sent < CLAIM_BATCH:
             break
+        batch = DISPATCH_BATCH
     db.query("SELECT autoprov.expire_notifies(%s)", (LOST_AFTER,))
     _refresh_pending()
 
@@ -131,18 +122,65 @@ def after_register(user: str, domain: str) -> None:
     _send_claimed(aor)
 
 
+def _answer_challenge(nid: int, code: int) -> bool:
+    """Send the NOTIFY again with the line's credentials; False if it cannot be answered."""
+    rows = db.query("SELECT * FROM autoprov.notify_send_info WHERE id = %s", (nid,))
+    if not rows:
+        return False
+    row = rows[0]
+    challenge = pv("$hdr(WWW-Authenticate)" if code == 401 else "$hdr(Proxy-Authenticate)")
+    contact, username, password = str(row[2]), str(row[8]), str(row[9])
+    try:
+        value = digest.authorization(challenge, "NOTIFY", contact, username, password)
+    except digest.UnsupportedChallengeError as exc:
+        KSR.warn(f"autoprov resync notify={nid} cannot answer challenge: {exc}\n")
+        return False
+    name = "Authorization" if code == 401 else "Proxy-Authorization"
+    send(row, f"{name}: {value}\r\n")
+    return True
+
+
+def _first_challenge(nid: str) -> bool:
+    """A NOTIFY's events come one after another (challenge, then the retry's answer)."""
+    first = KSR.htable.sht_get(CHALLENGED_TABLE, nid) is None
+    KSR.htable.sht_seti(CHALLENGED_TABLE, nid, 1)
+    return first
+
+
+def _queue(nid: str, stage: str, code: int, timed_out: bool, after_challenge: bool) -> None:
+    KSR.htable.sht_sets(EVENTS_TABLE, f"{nid}.{stage}",
+                        f"{code}:{int(timed_out)}:{int(after_challenge)}")
+    KSR.dbg(f"autoprov resync notify={nid} code={code} {stage}\n")
+
+
 def on_uac_event() -> None:
     nid = pv("$uac_req(evparam)")
     if not nid.isdigit():
         return  # not one of ours
     code = int(pv("$uac_req(evcode)") or 0)
     timed_out = pv("$uac_req(evtype)") == "2"
-    # One round trip: the outcome, and what answering a challenge needs if it was one.
-    rows = db.query(
-        "SELECT o.outcome, i.* FROM autoprov.record_notify_outcome(%s, %s, %s) AS o(outcome)"
-        " LEFT JOIN autoprov.notify_send_info i ON o.outcome = 'challenged' AND i.id = %s",
-        (int(nid), code, timed_out, int(nid)))
-    outcome = str(rows[0][0]) if rows else "ignored"
-    KSR.info(f"autoprov resync notify={nid} code={code} outcome={outcome}\n")
-    if outcome == "challenged" and rows[0][1] is not None:
-        _answer_challenge(rows[0][1:], code)
+    first = not timed_out and code in (401, 407) and _first_challenge(nid)
+    if first and _answer_challenge(int(nid), code):
+        _queue(nid, "challenge", code, timed_out=False, after_challenge=False)
+        return
+    after = not first and KSR.htable.sht_get(CHALLENGED_TABLE, nid) is not None
+    _queue(nid, "final", code, timed_out, after)
+
+
+def flush_events() -> None:
+    """Record the queued replies in one round trip (in any order: each carries its stage)."""
+    if KSR.htable.sht_iterator_start("ev", EVENTS_TABLE) < 0:
+        return
+    events = []
+    while KSR.htable.sht_iterator_next("ev") > 0:
+        key, value = pv("$shtitkey(ev)"), pv("$shtitval(ev)")
+        KSR.htable.sht_iterator_rm("ev")
+        nid, _, stage = key.partition(".")
+        fields = value.split(":")
+        if nid.isdigit() and len(fields) == 3 and fields[0].isdigit():
+            events.append((int(nid), int(fields[0]), fields[1] == "1", stage == "challenge",
+                           fields[2] == "1"))
+    KSR.htable.sht_iterator_end("ev")
+    if events:
+        db.query("SELECT autoprov.record_notify_outcomes(%s, %s, %s, %s, %s)",
+                 tuple([e[i] for e in events] for i in range(5)))

@@ -252,67 +252,110 @@ BEGIN
     END IF;
 END $$;
 
--- Record what the phone answered. A first 401/407 is the expected challenge (the proxy retries
--- with credentials); a second one means the phone rejected our credentials.
-CREATE FUNCTION autoprov.record_notify_outcome(nid bigint, reply_code integer, timed_out boolean)
-RETURNS text
+-- Record what the phones answered, in batches: one statement per step for the whole batch (a
+-- fan-out's thousands of replies). The proxy answers a first 401/407 itself (the retry carries
+-- the line's credentials) and reports it as a `challenge`; a final 401/407, or a 403 after the
+-- challenge (`after_challenge`), means the phone rejected our credentials. A batch may hold a
+-- NOTIFY's challenge after its final answer: neither depends on the other being recorded first.
+CREATE FUNCTION autoprov.record_notify_outcomes(nids bigint[], codes integer[],
+                                                timeouts boolean[], challenges boolean[],
+                                                after_challenges boolean[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    n autoprov.resync_notify;
-    outcome text;
+    answered_requests bigint[];
+    done_ids bigint[];
+    done_devices bigint[];
+    retried integer;
+    woken integer;
+    rid bigint;
 BEGIN
-    SELECT * INTO n FROM autoprov.resync_notify WHERE id = nid FOR UPDATE;
-    IF n.id IS NULL OR n.state <> 'sent' THEN
-        RETURN 'ignored';
-    END IF;
-    IF timed_out OR reply_code = 408 THEN
-        outcome := 'no_answer';
-    ELSIF reply_code IN (401, 407) AND NOT n.challenged THEN
-        UPDATE autoprov.resync_notify SET challenged = true, code = reply_code WHERE id = nid;
-        RETURN 'challenged';
-    ELSIF reply_code IN (401, 407, 403) AND n.challenged THEN
-        outcome := 'challenge_failed';
-    ELSIF reply_code BETWEEN 200 AND 299 THEN
-        outcome := 'accepted';
-    ELSE
-        outcome := 'refused';
-    END IF;
-    UPDATE autoprov.resync_notify
-       SET state = outcome, code = reply_code, answered_at = now()
-     WHERE id = nid;
-    -- The phone refused the credential we tried: try the other one (password rotation).
-    IF outcome = 'challenge_failed' AND EXISTS (
-        SELECT 1 FROM autoprov.previous_password WHERE subscriber_id = n.subscriber_id)
-       AND NOT EXISTS (SELECT 1 FROM autoprov.resync_notify
-                        WHERE request_id = n.request_id AND attempt = n.attempt
-                          AND ruid = n.ruid AND credential <> n.credential) THEN
+    UPDATE autoprov.resync_notify n SET challenged = true
+      FROM unnest(nids, challenges) AS e(id, challenge)
+     WHERE e.challenge AND n.id = e.id;
+
+    WITH final AS (
+        SELECT e.id, e.code, e.timed_out, e.after_challenge
+          FROM unnest(nids, codes, timeouts, challenges, after_challenges)
+               AS e(id, code, timed_out, challenge, after_challenge)
+         WHERE NOT e.challenge
+    ), answered AS (
+        UPDATE autoprov.resync_notify n
+           SET state = CASE
+                   WHEN f.timed_out OR f.code = 408 THEN 'no_answer'
+                   WHEN f.code IN (401, 407) OR (f.code = 403 AND f.after_challenge)
+                       THEN 'challenge_failed'
+                   WHEN f.code BETWEEN 200 AND 299 THEN 'accepted'
+                   ELSE 'refused' END,
+               code = f.code, answered_at = now(),
+               challenged = n.challenged OR f.after_challenge
+          FROM final f
+         WHERE n.id = f.id AND n.state = 'sent'
+        RETURNING n.*
+    ), retry AS (
+        -- The phone refused the credential we tried: try the other one (password rotation).
         INSERT INTO autoprov.resync_notify
             (request_id, attempt, line_no, subscriber_id, aor, ruid, contact, received, socket,
              server_id, credential)
-        VALUES (n.request_id, n.attempt, n.line_no, n.subscriber_id, n.aor, n.ruid, n.contact,
-                n.received, n.socket, n.server_id,
-                CASE WHEN n.credential = 'current' THEN 'previous' ELSE 'current' END);
+        SELECT a.request_id, a.attempt, a.line_no, a.subscriber_id, a.aor, a.ruid, a.contact,
+               a.received, a.socket, a.server_id,
+               CASE WHEN a.credential = 'current' THEN 'previous' ELSE 'current' END
+          FROM answered a
+         WHERE a.state = 'challenge_failed'
+           AND EXISTS (SELECT 1 FROM autoprov.previous_password p
+                        WHERE p.subscriber_id = a.subscriber_id)
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+    )
+    SELECT array_agg(DISTINCT a.request_id), (SELECT count(*) FROM retry)
+      INTO answered_requests, retried
+      FROM answered a;
+
+    -- The common end: nothing in flight any more and a contact answered: done.
+    WITH done AS (
+        UPDATE autoprov.resync_request r SET state = 'done', updated_at = now()
+         WHERE r.id = ANY (answered_requests) AND r.state = 'sending'
+           AND NOT EXISTS (SELECT 1 FROM autoprov.resync_notify q
+                            WHERE q.request_id = r.id AND q.state IN ('queued', 'sent'))
+           AND EXISTS (SELECT 1 FROM autoprov.resync_notify q
+                        WHERE q.request_id = r.id AND q.attempt = r.attempts
+                          AND q.state <> 'no_answer')
+        RETURNING r.id, r.device_id
+    )
+    SELECT array_agg(id), array_agg(device_id) INTO done_ids, done_devices FROM done;
+    -- A request that waited for one of these may go now.
+    UPDATE autoprov.resync_request SET checked = false
+     WHERE device_id = ANY (done_devices) AND state = 'pending';
+    GET DIAGNOSTICS woken = ROW_COUNT;
+    -- The rest (nobody answered, or other contacts still in flight): the general path.
+    FOR rid IN SELECT x FROM unnest(answered_requests) AS x
+                WHERE x <> ALL (coalesce(done_ids, '{}')) LOOP
+        PERFORM autoprov.settle_request(rid);
+    END LOOP;
+    IF retried > 0 OR woken > 0 THEN
         PERFORM pg_notify('autoprov_resync', '');
     END IF;
-    PERFORM autoprov.settle_request(n.request_id);
-    RETURN outcome;
+    RETURN coalesce(cardinality(nids), 0);
 END $$;
 
--- NOTIFYs whose answer never came back (lost transaction): no answer.
+-- NOTIFYs whose answer never came back (lost transaction, proxy restarted): no answer.
 CREATE FUNCTION autoprov.expire_notifies(older_than interval) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    nid bigint;
-    total integer := 0;
+    ids bigint[];
+    n integer;
 BEGIN
-    FOR nid IN SELECT id FROM autoprov.resync_notify
-                WHERE state = 'sent' AND sent_at < now() - older_than
-                FOR UPDATE SKIP LOCKED
-    LOOP
-        PERFORM autoprov.record_notify_outcome(nid, 408, true);
-        total := total + 1;
-    END LOOP;
-    RETURN total;
+    SELECT array_agg(id) INTO ids FROM (
+        SELECT id FROM autoprov.resync_notify
+         WHERE state = 'sent' AND sent_at < now() - older_than
+         FOR UPDATE SKIP LOCKED) AS lost;
+    n := coalesce(cardinality(ids), 0);
+    IF n > 0 THEN
+        PERFORM autoprov.record_notify_outcomes(ids, array_fill(408, ARRAY[n]),
+                                                array_fill(true, ARRAY[n]),
+                                                array_fill(false, ARRAY[n]),
+                                                array_fill(false, ARRAY[n]));
+    END IF;
+    RETURN n;
 END $$;
 
 -- What a DBA reads: the latest request per device and its NOTIFYs.
