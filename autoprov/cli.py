@@ -23,6 +23,7 @@ from autoprov.redirect import state as redirect_state
 from autoprov.redirect import worker as redirect_worker
 from provisioning_wsgi import preview
 from provisioning_wsgi import server as provisioning
+from provisioning_wsgi.admin import links as admin_links
 
 VENDORS = ("cisco", "panasonic", "yealink")
 
@@ -96,6 +97,10 @@ def cmd_resync(settings: Settings, args: argparse.Namespace) -> int:
         request_id = resync.request(conn, args.mac)
         info = resync.wait(conn, request_id, args.wait) if args.wait else \
             resync.status(conn, request_id)
+        # A phone never provisioned has no line registered: SIP cannot reach it (Cisco SPA).
+        bootstrap_page = admin_links.bootstrap_hint(settings, conn, info["mac"])
+    if bootstrap_page:
+        info["bootstrap_page"] = bootstrap_page
     if args.json:
         _print_json(info)
     else:
@@ -106,6 +111,12 @@ def cmd_resync(settings: Settings, args: argparse.Namespace) -> int:
             print("  no registered contact: the NOTIFY goes out right after the next REGISTER")
         if info["state"] == "fetched":
             print("  the phone fetched its config since the change: nothing to send")
+        if bootstrap_page:
+            off = "" if settings.admin_password else \
+                " (the operators' pages are off: set admin_password)"
+            print("  no line of this device is registered; if the phone was never provisioned,"
+                  f" send it its provisioning URL from a browser on its network: "
+                  f"{bootstrap_page}{off}")
     if not args.wait:
         return 0
     return 0 if resync.succeeded(info) else 1

@@ -73,6 +73,15 @@ class Settings:
     redirect_retry_max_ms: int = 3600000
     # Fallback poll when no NOTIFY wakes the redirect worker.
     redirect_poll_ms: int = 30000
+    # Operators' pages (device states, resync, Cisco SPA browser bootstrap): HTTPS on their own
+    # port, as browsers have no phone client certificate for https_port; 0 = no listener.
+    admin_port: int = 1446
+    admin_user: str = "admin"
+    # Empty: the pages are off (every path answers 404).
+    admin_password: str = dataclasses.field(default="", repr=False)
+    # A certificate browsers trust; empty: tls_cert / tls_key (or the development ones).
+    admin_tls_cert: str = ""
+    admin_tls_key: str = ""
 
     @property
     def kamailio_cfg(self) -> Path:
@@ -165,7 +174,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         value = chosen.get(name, default)
         if isinstance(default, Path) and not value.is_absolute():
             chosen[name] = (base / value).resolve()
-    for name in ("tls_cert", "tls_key", "tls_client_ca", "template_dir", "redirect_ca_bundle"):
+    for name in ("tls_cert", "tls_key", "tls_client_ca", "template_dir", "redirect_ca_bundle",
+                 "admin_tls_cert", "admin_tls_key"):
         if chosen.get(name):
             chosen[name] = str((base / chosen[name]).resolve())
     return Settings(**chosen)

@@ -74,8 +74,17 @@ class Rendered:
         return f'"{self.version}"'
 
 
-def _host_for_url(host: str) -> str:
+def host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def urls(settings: Settings) -> dict[str, str]:
+    """Where phones fetch from: the base URLs of the TLS and the plain port."""
+    host = host_for_url(settings.public_host)
+    return {
+        "config": f"https://{host}:{settings.https_port}{CONFIG_PATH}",
+        "bootstrap": f"http://{host}:{settings.http_port}{BOOTSTRAP_PATH}",
+    }
 
 
 def sip_server(settings: Settings) -> dict[str, Any]:
@@ -91,7 +100,7 @@ def sip_server(settings: Settings) -> dict[str, Any]:
         proto, port = "udp", 5060
     host = settings.public_host
     return {"host": host, "port": port, "transport": proto,
-            "hostport": f"{_host_for_url(host)}:{port}"}
+            "hostport": f"{host_for_url(host)}:{port}"}
 
 
 def _environment(vendor: Vendor, template_dir: str) -> jinja2.Environment:
@@ -115,11 +124,7 @@ class Renderer:
         self.settings = settings
         self._environments = {name: _environment(vendor, settings.template_dir)
                               for name, vendor in VENDORS.items()}
-        host = _host_for_url(settings.public_host)
-        self._urls = {
-            "config": f"https://{host}:{settings.https_port}{CONFIG_PATH}",
-            "bootstrap": f"http://{host}:{settings.http_port}{BOOTSTRAP_PATH}",
-        }
+        self._urls = urls(settings)
 
     def bootstrap(self, requested: Requested, device: Device | None) -> Rendered:
         """The generic file for the plain-HTTP port: it never sees a line."""

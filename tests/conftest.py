@@ -54,6 +54,7 @@ def make_settings(var_dir: Path, **overrides: Any) -> Settings:
         "sip_shm_mb": 64,
         "http_port": free_port(),
         "https_port": free_port(),
+        "admin_port": free_port(),
     }
     values.update(overrides)
     settings = Settings(**values)

@@ -41,6 +41,10 @@ class Vendor:
     files_for: Callable[[str, str], list[str]]
     # A client certificate subject in the style of the vendor's factory certificates.
     client_subject: Callable[[str], x509.Name]
+    # No redirect service: a browser on the phone's network hands the phone its provisioning
+    # URL through the phone's web interface (the operators' bootstrap page). How, per model, is
+    # in templates/<vendor>/browser/ (see provisioning_wsgi/browser_push.py).
+    browser_bootstrap: bool = False
 
 
 @dataclass(frozen=True)

@@ -75,4 +75,5 @@ VENDOR = Vendor(
     line_slots=12,
     files_for=files_for,
     client_subject=client_subject,
+    browser_bootstrap=True,
 )
