@@ -24,7 +24,7 @@ from kemi.sip import pv
 
 CHANNEL = "autoprov_resync"
 PENDING_TABLE = "resync_pending"  # AORs whose next REGISTER triggers a NOTIFY
-EVENTS_TABLE = "resync_events"  # replies to record: "nid.stage" -> "code:timed_out:after"
+EVENTS_TABLE = "resync_events"  # replies to record: "nid.stage" -> "code:timed_out:after:time"
 CHALLENGED_TABLE = "resync_challenged"  # NOTIFYs the phone has challenged once already
 CLAIM_BATCH = 500
 DISPATCH_BATCH = 500
@@ -107,6 +107,7 @@ def tick() -> None:
     while True:
         taken = int(db.query("SELECT autoprov.dispatch_unchecked(%s)", (batch,))[0][0])
         sent = _send_claimed()
+        flush_events()  # the first phones' answers are in while the rest is being sent
         if taken < batch and sent < CLAIM_BATCH:
             break
         batch = DISPATCH_BATCH
@@ -149,7 +150,7 @@ def _first_challenge(nid: str) -> bool:
 
 def _queue(nid: str, stage: str, code: int, timed_out: bool, after_challenge: bool) -> None:
     KSR.htable.sht_sets(EVENTS_TABLE, f"{nid}.{stage}",
-                        f"{code}:{int(timed_out)}:{int(after_challenge)}")
+                        f"{code}:{int(timed_out)}:{int(after_challenge)}:{time.time():.6f}")
     KSR.dbg(f"autoprov resync notify={nid} code={code} {stage}\n")
 
 
@@ -177,10 +178,10 @@ def flush_events() -> None:
         KSR.htable.sht_iterator_rm("ev")
         nid, _, stage = key.partition(".")
         fields = value.split(":")
-        if nid.isdigit() and len(fields) == 3 and fields[0].isdigit():
+        if nid.isdigit() and len(fields) == 4 and fields[0].isdigit():
             events.append((int(nid), int(fields[0]), fields[1] == "1", stage == "challenge",
-                           fields[2] == "1"))
+                           fields[2] == "1", float(fields[3])))
     KSR.htable.sht_iterator_end("ev")
     if events:
-        db.query("SELECT autoprov.record_notify_outcomes(%s, %s, %s, %s, %s)",
-                 tuple([e[i] for e in events] for i in range(5)))
+        db.query("SELECT autoprov.record_notify_outcomes(%s, %s, %s, %s, %s, %s)",
+                 tuple([e[i] for e in events] for i in range(6)))

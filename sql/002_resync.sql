@@ -259,7 +259,9 @@ END $$;
 -- NOTIFY's challenge after its final answer: neither depends on the other being recorded first.
 CREATE FUNCTION autoprov.record_notify_outcomes(nids bigint[], codes integer[],
                                                 timeouts boolean[], challenges boolean[],
-                                                after_challenges boolean[]) RETURNS integer
+                                                after_challenges boolean[],
+                                                answered double precision[] DEFAULT NULL)
+RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     answered_requests bigint[];
@@ -274,9 +276,11 @@ BEGIN
      WHERE e.challenge AND n.id = e.id;
 
     WITH final AS (
-        SELECT e.id, e.code, e.timed_out, e.after_challenge
-          FROM unnest(nids, codes, timeouts, challenges, after_challenges)
-               AS e(id, code, timed_out, challenge, after_challenge)
+        -- `answered`: when the proxy got the reply (epoch seconds), if it says.
+        SELECT e.id, e.code, e.timed_out, e.after_challenge,
+               coalesce(to_timestamp(e.at), now()) AS at
+          FROM unnest(nids, codes, timeouts, challenges, after_challenges, answered)
+               AS e(id, code, timed_out, challenge, after_challenge, at)
          WHERE NOT e.challenge
     ), answered AS (
         UPDATE autoprov.resync_notify n
@@ -286,7 +290,7 @@ BEGIN
                        THEN 'challenge_failed'
                    WHEN f.code BETWEEN 200 AND 299 THEN 'accepted'
                    ELSE 'refused' END,
-               code = f.code, answered_at = now(),
+               code = f.code, answered_at = f.at,
                challenged = n.challenged OR f.after_challenge
           FROM final f
          WHERE n.id = f.id AND n.state = 'sent'
