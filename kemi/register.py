@@ -46,6 +46,6 @@ def handle() -> None:
         KSR.err(f"autoprov register save failed aor={pv('$tu')} from={source()}\n")
         KSR.sl.sl_reply_error()
         return
-    KSR.info(f"autoprov registered aor={pv('$tu')} expires={pv('$hdr(Expires)')} "
-             f"from={source()}\n")
+    # No log line per successful REGISTER: thousands of phones refresh all day, and the
+    # binding itself is in `location`.
     resync.after_register(pv("$tU"), realm)
