@@ -17,6 +17,7 @@ import secrets
 import time
 
 import KSR
+import psycopg
 
 from autoprov import config
 from kemi import db, digest
@@ -40,6 +41,17 @@ _POLL_SECONDS = _settings.resync_poll_ms / 1000
 
 _last_run = 0.0
 _pending_aors: set[str] = set()
+_last_db_warning = 0.0
+DB_WARNING_EVERY = 10.0  # seconds: one line per outage period, not one per 20 ms tick
+
+
+def _db_unavailable(where: str, exc: psycopg.Error) -> None:
+    global _last_db_warning
+    now = time.monotonic()
+    if now - _last_db_warning >= DB_WARNING_EVERY:
+        _last_db_warning = now
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        KSR.warn(f"autoprov resync database unavailable in {where}: {first_line}\n")
 
 
 def event_for(vendor_event: str, model: str) -> str:
@@ -95,6 +107,13 @@ def _refresh_pending() -> None:
 
 
 def tick() -> None:
+    try:
+        _tick()
+    except psycopg.Error as exc:  # Postgres away: requests wait in it, replies in memory
+        _db_unavailable("timer", exc)
+
+
+def _tick() -> None:
     global _last_run
     flush_events()
     now = time.monotonic()
@@ -119,13 +138,20 @@ def after_register(user: str, domain: str) -> None:
     aor = f"{user}@{domain}"
     if KSR.htable.sht_get(PENDING_TABLE, aor) is None:
         return  # the plain refresh of an unchanged device: memory only
-    db.query("SELECT autoprov.dispatch_for_aor(%s, %s)", (user, domain))
-    _send_claimed(aor)
+    try:
+        db.query("SELECT autoprov.dispatch_for_aor(%s, %s)", (user, domain))
+        _send_claimed(aor)
+    except psycopg.Error as exc:  # the timer sends it once Postgres is back
+        _db_unavailable("REGISTER", exc)
 
 
 def _answer_challenge(nid: int, code: int) -> bool:
     """Send the NOTIFY again with the line's credentials; False if it cannot be answered."""
-    rows = db.query("SELECT * FROM autoprov.notify_send_info WHERE id = %s", (nid,))
+    try:
+        rows = db.query("SELECT * FROM autoprov.notify_send_info WHERE id = %s", (nid,))
+    except psycopg.Error as exc:
+        _db_unavailable("challenge", exc)
+        return False
     if not rows:
         return False
     row = rows[0]
@@ -149,9 +175,14 @@ def _first_challenge(nid: str) -> bool:
 
 
 def _queue(nid: str, stage: str, code: int, timed_out: bool, after_challenge: bool) -> None:
-    KSR.htable.sht_sets(EVENTS_TABLE, f"{nid}.{stage}",
-                        f"{code}:{int(timed_out)}:{int(after_challenge)}:{time.time():.6f}")
+    _store(int(nid), stage, code, timed_out, after_challenge, time.time())
     KSR.dbg(f"autoprov resync notify={nid} code={code} {stage}\n")
+
+
+def _store(nid: int, stage: str, code: int, timed_out: bool, after_challenge: bool,
+           at: float) -> None:
+    KSR.htable.sht_sets(EVENTS_TABLE, f"{nid}.{stage}",
+                        f"{code}:{int(timed_out)}:{int(after_challenge)}:{at:.6f}")
 
 
 def on_uac_event() -> None:
@@ -182,6 +213,13 @@ def flush_events() -> None:
             events.append((int(nid), int(fields[0]), fields[1] == "1", stage == "challenge",
                            fields[2] == "1", float(fields[3])))
     KSR.htable.sht_iterator_end("ev")
-    if events:
+    if not events:
+        return
+    try:
         db.query("SELECT autoprov.record_notify_outcomes(%s, %s, %s, %s, %s, %s)",
                  tuple([e[i] for e in events] for i in range(6)))
+    except psycopg.Error:
+        for event in events:  # keep them for the next tick
+            _store(event[0], "challenge" if event[3] else "final", event[1], event[2], event[4],
+                   event[5])
+        raise
