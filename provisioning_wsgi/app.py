@@ -15,13 +15,14 @@ import logging
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 import psycopg
 
 from autoprov import config_fetch
 from provisioning_wsgi import store, vendors
+from provisioning_wsgi.cache import ConfigCache, FetchWriter
 from provisioning_wsgi.identity import certificate_names_mac
 from provisioning_wsgi.render import (
     BOOTSTRAP_PATH,
@@ -52,6 +53,8 @@ class Response:
     reason: str = ""
     device: Device | None = None
     version: str = ""
+    # The device a cached 404 is about, so that a change to it drops the 404.
+    device_id: int | None = None
 
 
 def _text(status: int, reason: str, *headers: tuple[str, str]) -> Response:
@@ -86,11 +89,16 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 
 class ProvisioningApp:
-    def __init__(self, port: Port, renderer: Renderer, db: store.Store) -> None:
+    def __init__(self, port: Port, renderer: Renderer, db: store.Store,
+                 cache: ConfigCache | None = None, writer: FetchWriter | None = None) -> None:
+        """cache: rendered configs kept in memory; writer: fetches recorded in the background.
+        Without them, every request reads the database and records its fetch itself."""
         self.port = port
         self.prefix = CONFIG_PATH if port == "tls" else BOOTSTRAP_PATH
         self.renderer = renderer
         self.store = db
+        self.cache = cache
+        self.writer = writer
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
@@ -153,7 +161,16 @@ class ProvisioningApp:
         try:
             if requested.mac is None:  # a common file: no device, no database needed
                 return _answer(self._render_common_file(requested), if_none_match, None)
-            return self.store.run(serve)
+            if self.cache is None or self.writer is None:
+                return self.store.run(serve)
+            found = self._cached_device_file(requested, file)
+            if isinstance(found, Response):
+                return _text(found.status, found.reason)  # a fresh copy: callers add headers
+            rendered, device, snapshot = found
+            if method == "GET":
+                self.writer.record(device.id, self.port, file, rendered.version, client,
+                                   user_agent, snapshot)
+            return _answer(rendered, if_none_match, device)
         except store.DatabaseUnavailableError as exc:
             log.error("database unavailable: %s", exc)
             return _text(503, "database-unavailable", ("Retry-After", _RETRY_AFTER_S))
@@ -171,6 +188,22 @@ class ProvisioningApp:
             return self.renderer.config(requested, None, [])
         return self.renderer.bootstrap(requested, None)
 
+    def _cached_device_file(self, requested: Requested,
+                            file: str) -> tuple[Rendered, Device, str] | Response:
+        """`_render_device_file`, from the cache when it holds the answer."""
+        assert self.cache is not None and requested.mac is not None
+        key = (self.port, requested.mac, file)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cast("tuple[Rendered, Device, str] | Response", cached)
+        epoch = self.cache.epoch()
+        # One statement reads the device and its lines: no transaction around it needed.
+        found = self.store.run(lambda conn: self._render_device_file(conn, requested),
+                               transaction=False)
+        device_id = found[1].id if isinstance(found, tuple) else found.device_id
+        self.cache.put(key, device_id, found, epoch)
+        return found
+
     def _render_device_file(self, conn: store.Conn,
                             requested: Requested) -> tuple[Rendered, Device, str] | Response:
         """What to serve to which device, and the snapshot it was read in."""
@@ -187,7 +220,9 @@ class ProvisioningApp:
             return _text(404, "unknown-device")
         device, snapshot = found
         if device.vendor != requested.vendor.name:
-            return _text(404, "another-vendors-file")
+            wrong = _text(404, "another-vendors-file")
+            wrong.device_id = device.id  # for the cache, not the access log
+            return wrong
         if self.port == "tls":
             return self.renderer.config(requested, device, lines), device, snapshot
         return self.renderer.bootstrap(requested, device), device, snapshot

@@ -8,6 +8,7 @@ line, so no bootstrap template can print a credential, whatever it says.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -63,11 +64,12 @@ class Line:
 class Rendered:
     body: bytes
     content_type: str
+    # What identifies these exact bytes: the ETag and config_fetch.config_version. Hashed once
+    # (a cached config is served again and again).
+    version: str = dataclasses.field(init=False, default="")
 
-    @property
-    def version(self) -> str:
-        """What identifies these exact bytes: the ETag and config_fetch.config_version."""
-        return hashlib.sha256(self.body).hexdigest()[:32]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version", hashlib.sha256(self.body).hexdigest()[:32])
 
     @property
     def etag(self) -> str:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import http.client
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 import socket
 import ssl
@@ -33,6 +35,7 @@ from autoprov.config import ROOT, Settings
 from autoprov.redirect.worker import run_worker
 from provisioning_wsgi.admin.app import AdminApp
 from provisioning_wsgi.app import ProvisioningApp
+from provisioning_wsgi.cache import ConfigCache, FetchWriter
 from provisioning_wsgi.render import BOOTSTRAP_PATH, Renderer
 from provisioning_wsgi.store import DatabaseUnavailableError, Store
 
@@ -143,15 +146,17 @@ class Server(wsgi.Server):
         log.log(level, "server: %s", msg, exc_info=traceback)
 
 
-def _make_servers(settings: Settings) -> list[Server]:
+def _make_servers(settings: Settings, cache: ConfigCache | None = None,
+                  writer: FetchWriter | None = None) -> list[Server]:
     renderer = Renderer(settings)
     db = Store(settings)
     plain = Server((settings.http_bind, settings.http_port),
-                   ProvisioningApp("bootstrap", renderer, db), numthreads=PLAIN_THREADS,
+                   ProvisioningApp("bootstrap", renderer, db, cache, writer),
+                   numthreads=PLAIN_THREADS,
                    timeout=SOCKET_TIMEOUT_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
                    request_queue_size=LISTEN_BACKLOG)
     secure = Server((settings.http_bind, settings.https_port),
-                    ProvisioningApp("tls", renderer, db), numthreads=TLS_THREADS,
+                    ProvisioningApp("tls", renderer, db, cache, writer), numthreads=TLS_THREADS,
                     timeout=SOCKET_TIMEOUT_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
                     request_queue_size=LISTEN_BACKLOG)
     secure.ssl_adapter = ClientCertAdapter(settings)
@@ -183,17 +188,31 @@ def _prune_forever(db: Store, stop: threading.Event) -> None:
 
 def serve(settings: Settings) -> int:
     """Serve both ports until SIGTERM or SIGINT."""
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
-        format="%(asctime)s autoprov-provisioning[%(process)d] %(levelname)s %(message)s",
-    )
-    servers = _make_servers(settings)
+    # A line per request (for fail2ban): written by a thread of its own, so request threads
+    # never queue on the handler's lock or on a slow stderr.
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setFormatter(logging.Formatter(
+        "%(asctime)s autoprov-provisioning[%(process)d] %(levelname)s %(message)s"))
+    log_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    log_writer = logging.handlers.QueueListener(log_queue, to_stderr)
+    log_writer.start()
+    to_queue = logging.handlers.QueueHandler(log_queue)
+    to_queue.setFormatter(logging.Formatter("%(message)s"))  # the rest is added by to_stderr
+    logging.basicConfig(level=logging.INFO, handlers=[to_queue])
+    cache = ConfigCache(settings)
+    writer = FetchWriter(Store(settings))
+    cache.start()
+    writer.start()
+    servers = _make_servers(settings, cache, writer)
     try:
         for srv in servers:
             srv.prepare()
     except OSError as exc:
         for srv in servers:
             srv.stop()
+        writer.stop()
+        cache.stop()
+        log_writer.stop()
         raise ServeError(f"cannot listen on {settings.http_bind}: {exc}") from None
     stop = threading.Event()
 
@@ -225,8 +244,11 @@ def serve(settings: Settings) -> int:
     stop.set()
     for srv in servers:
         srv.stop()
+    writer.stop()  # the fetches still queued are written
+    cache.stop()
     threads[-1].join(timeout=10)  # let a vendor call in flight finish or time out
     log.info("stopped")
+    log_writer.stop()
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from cryptography import x509
 
 from autoprov import devices, tls
 from autoprov.config import Settings
+from provisioning_wsgi.cache import FLUSH_INTERVAL_S
 
 # Vendors' OUIs, so test MACs look like the phones'.
 OUI = {"cisco": "0002fd", "yealink": "001565", "panasonic": "0080f0"}
@@ -76,7 +78,14 @@ def add_device(conn: psycopg.Connection[Any], vendor: str, subscribers: list[Any
     return mac
 
 
+def settle() -> None:
+    """Wait until the service has written the fetches it answered (it records them in the
+    background, every cache.FLUSH_INTERVAL_S)."""
+    time.sleep(FLUSH_INTERVAL_S * 10)
+
+
 def fetches(conn: psycopg.Connection[Any], mac: str) -> list[tuple[Any, ...]]:
+    settle()
     return conn.execute(
         "SELECT f.port, f.file, f.config_version, host(f.client_addr), f.user_agent"
         "  FROM autoprov.config_fetch f JOIN autoprov.device d ON d.id = f.device_id"

@@ -22,7 +22,13 @@ from tests.admin_helpers import (
     browser_session,
 )
 from tests.conftest import RunningService, autoprov_cli, start_provisioning
-from tests.provisioning_helpers import add_device, bootstrap_url, config_url, phone_cert
+from tests.provisioning_helpers import (
+    add_device,
+    bootstrap_url,
+    config_url,
+    phone_cert,
+    settle,
+)
 
 PAGES = ["/admin/", "/admin/bootstrap", "/admin/devices/0002fd000001",
          "/admin/api/fetches?mac=0002fd000001&after=0", "/admin/static/admin.js",
@@ -174,6 +180,7 @@ def test_fetch_poll_answers_json(admin: tuple[Settings, RunningService],
 
     assert session.get(poll).json() == {"mac": mac, "fetches": []}
     assert requests.get(bootstrap_url(own, f"{mac}.xml"), timeout=5).status_code == 200
+    settle()  # fetch records are written in batches
     [fetch] = session.get(poll).json()["fetches"]
     assert (fetch["port"], fetch["file"], fetch["client_addr"]) == \
         ("bootstrap", f"{mac}.xml", "127.0.0.1")

@@ -13,7 +13,7 @@ import psycopg
 from autoprov import db
 from autoprov.config import Settings
 from tests.conftest import RunningService, autoprov_cli
-from tests.provisioning_helpers import client, config_url, phone_cert
+from tests.provisioning_helpers import client, config_url, phone_cert, settle
 from tests.test_resync import wait_pending_in_proxy
 
 
@@ -44,6 +44,7 @@ def test_new_phone_fetches_registers_and_needs_no_notify(
     config = fetch_full_config(settings, tmp_path, mac)
 
     assert f"account.1.password = {sub.password}" in config
+    settle()
     assert request_state(conn, mac) == "fetched"
     assert phone_for(sub).register().ok
     time.sleep(0.5)
@@ -91,6 +92,7 @@ def test_a_change_still_being_made_during_a_fetch_is_not_taken_as_delivered(
         fetcher.join(timeout=10)
         assert fetched, "the phone's fetch waited on the DBA's transaction"
         dba.commit()
+    settle()  # the fetch's record is written, whether before or after the commit
     assert "slow-rotation" not in fetched[0]
     assert request_state(conn, mac) == "pending"
     assert conn.execute("SELECT count(*) FROM autoprov.previous_password p JOIN subscriber s"

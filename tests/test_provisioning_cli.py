@@ -23,6 +23,7 @@ from tests.provisioning_helpers import (
     config_url,
     device_file,
     new_mac,
+    settle,
 )
 
 
@@ -159,6 +160,7 @@ def test_device_show_tells_the_last_config_fetch(
     plain = requests.Session()
     plain.trust_env = False
     reply = plain.get(bootstrap_url(settings, f"{mac}.cfg"))
+    settle()
 
     text = autoprov_cli(settings, "device", "show", mac, check=True).stdout
     info = json.loads(autoprov_cli(settings, "device", "show", mac, "--json",

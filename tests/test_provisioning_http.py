@@ -22,6 +22,7 @@ from tests.provisioning_helpers import (
     fetches,
     new_mac,
     phone_cert,
+    settle,
 )
 
 VENDORS = ("cisco", "yealink", "panasonic")
@@ -253,6 +254,7 @@ def test_old_fetch_records_are_pruned_but_each_ports_latest_stays(
     for _ in range(3):
         session.get(config_url(settings, f"{mac}.cfg"))
     plain().get(bootstrap_url(settings, f"{mac}.cfg"))
+    settle()
     conn.execute("UPDATE autoprov.config_fetch SET fetched_at = fetched_at - interval '100 days'"
                  " FROM autoprov.device d WHERE d.id = device_id AND d.mac = %s", (mac,))
 

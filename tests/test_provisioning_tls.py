@@ -21,6 +21,7 @@ from tests.provisioning_helpers import (
     fetches,
     new_mac,
     phone_cert,
+    settle,
 )
 
 VENDORS = ("cisco", "yealink", "panasonic")
@@ -186,12 +187,14 @@ def test_a_phone_that_fetched_after_a_change_is_told_apart_from_one_that_did_not
                      " JOIN autoprov.device d ON d.id = f.device_id"
                      " WHERE d.mac = %s AND f.port = 'tls' AND f.fetched_at > %s)")
 
+    settle()
     assert conn.execute(fetched_since, (mac, changed_at)).fetchone() == (False,)
     second = session.get(config_url(settings, f"{mac}.cfg"),
                          headers={"If-None-Match": first.headers["ETag"]})
 
     assert second.status_code == 200  # the config changed, so the old ETag no longer matches
     assert "rotated-pw-1" in second.text
+    settle()
     assert conn.execute(fetched_since, (mac, changed_at)).fetchone() == (True,)
 
 
@@ -227,6 +230,7 @@ def test_each_fetch_records_exactly_which_changes_the_phone_got(
 
     assert "before-change" in during.text
     assert "after-change" in after.text
+    settle()
     [(xid_during, when_during)] = conn.execute(
         got.replace("LIMIT 1", "OFFSET 1 LIMIT 1"), (xid, began, mac)).fetchall()
     assert (xid_during, when_during) == (False, True)  # later in time, yet without the change

@@ -1,0 +1,294 @@
+"""Rendered configs kept in memory, and fetch records written in the background.
+
+ConfigCache: what `ProvisioningApp._render_device_file` answered for (port, mac, file), with the
+snapshot it was read in. The database announces every change a config is rendered from with
+NOTIFY autoprov_config (sql/006_config_cache.sql); one thread LISTENs and drops the entries of
+the device named. Recording a fetch of a cached config stays exact: the entry keeps its
+read_snapshot, and a change committed after that snapshot is not in it (nor visible in it) until
+its NOTIFY drops the entry. A change is served from the first request after its NOTIFY arrives,
+normally a millisecond or so after the commit.
+
+Until the listener is connected (at start, or while the database is away) nothing is cached or
+served from the cache, so an unreachable database still answers 503. An entry is stored only if
+no invalidation arrived since its read began (the epoch), and while a notification is waiting
+unread on the listener's socket the cache is bypassed. Templates: their files' mtimes are looked
+at no more than once a second; any change empties the cache.
+
+FetchWriter: fetches are queued and INSERTed every FLUSH_INTERVAL_S in one transaction, each row
+with its own read_snapshot and fetched_at (the time of the request). The trade-off: a fetch is
+visible in autoprov.config_fetch (and moves a resync request to `fetched`) up to ~0.1 s after
+the response, and if the service is killed hard (SIGKILL, crash) the last ~0.1 s of fetches are
+not recorded. While the database is away rows are kept (up to MAX_PENDING) and written when it
+is back. SIGTERM/SIGINT flush the queue before exiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Hashable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from autoprov import db
+from autoprov.config import Settings
+from provisioning_wsgi import render, store
+
+log = logging.getLogger("autoprov.provisioning")
+
+CHANNEL = "autoprov_config"
+MAX_ENTRIES = 100_000
+TEMPLATE_CHECK_S = 1.0
+RECONNECT_S = 1.0
+
+Key = tuple[str, str, str]  # port, mac, file
+
+
+class ConfigCache:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._entries: dict[Key, tuple[int | None, object]] = {}
+        self._by_device: dict[int, set[Key]] = {}
+        self._by_mac: dict[str, set[Key]] = {}
+        self._epoch = 0
+        self._fd = -1  # the listener's socket while it is connected, else -1
+        self._templates_checked = 0.0
+        self._templates = self._template_signature()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the request side --------------------------------------------------------------------
+
+    def epoch(self) -> int:
+        """Take before reading what is to be stored; `put` refuses it if anything changed."""
+        return self._epoch
+
+    def get(self, key: Key) -> object | None:
+        if self._fd < 0:
+            return None
+        now = time.monotonic()
+        if now - self._templates_checked >= TEMPLATE_CHECK_S:
+            self._check_templates(now)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        try:  # a notification waiting unread: it may be about this entry
+            if select.select([self._fd], [], [], 0)[0]:
+                return None
+        except (OSError, ValueError):
+            return None
+        return entry[1]
+
+    def put(self, key: Key, device_id: int | None, value: object, epoch: int) -> None:
+        with self._lock:
+            if self._fd < 0 or epoch != self._epoch:
+                return
+            if len(self._entries) >= MAX_ENTRIES:
+                self._clear()
+            self._entries[key] = (device_id, value)
+            if device_id is not None:
+                self._by_device.setdefault(device_id, set()).add(key)
+            self._by_mac.setdefault(key[1], set()).add(key)
+
+    # -- invalidation ------------------------------------------------------------------------
+
+    def _clear(self) -> None:
+        self._entries.clear()
+        self._by_device.clear()
+        self._by_mac.clear()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._epoch += 1
+            self._clear()
+
+    def invalidate(self, payload: str) -> None:
+        words = payload.split()
+        with self._lock:
+            self._epoch += 1
+            if not words or words[0] == "*" or not words[0].isdigit():
+                self._clear()
+                return
+            keys = set(self._by_device.pop(int(words[0]), ()))
+            for mac in words[1:]:
+                keys |= self._by_mac.pop(mac, set())
+            for key in keys:
+                self._entries.pop(key, None)
+
+    def _template_signature(self) -> Hashable:
+        roots = [render.TEMPLATES]
+        if self.settings.template_dir:
+            roots.append(Path(self.settings.template_dir))
+        seen: list[tuple[str, int]] = []
+        for root in roots:
+            for dirpath, _dirs, files in os.walk(root):
+                with contextlib.suppress(OSError):
+                    seen.append((dirpath, os.stat(dirpath).st_mtime_ns))
+                for name in files:
+                    path = os.path.join(dirpath, name)
+                    with contextlib.suppress(OSError):
+                        seen.append((path, os.stat(path).st_mtime_ns))
+        return tuple(sorted(seen))
+
+    def _check_templates(self, now: float) -> None:
+        with self._lock:
+            if now - self._templates_checked < TEMPLATE_CHECK_S:
+                return
+            self._templates_checked = now
+        signature = self._template_signature()
+        if signature != self._templates:
+            self._templates = signature
+            log.info("templates changed on disk: cached configs dropped")
+            self.flush()
+
+    # -- the listener thread -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._listen_forever, name="config-cache",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _disconnected(self) -> None:
+        with self._lock:
+            self._fd = -1
+            self._epoch += 1
+            self._clear()
+
+    def _listen_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(db.url(self.settings), autocommit=True,
+                                     connect_timeout=store.CONNECT_TIMEOUT_S,
+                                     application_name="autoprov-provisioning-cache") as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    with self._lock:  # from here on, every change is heard: start afresh
+                        self._epoch += 1
+                        self._clear()
+                        self._fd = conn.fileno()
+                    while not self._stop.is_set():
+                        for notify in conn.notifies(timeout=1.0):
+                            self.invalidate(notify.payload)
+            except (psycopg.Error, OSError) as exc:
+                if self._fd >= 0:
+                    log.warning("config cache off: lost the database: %s", str(exc).strip())
+            finally:
+                self._disconnected()
+            self._stop.wait(RECONNECT_S)
+
+
+# -- fetch records -----------------------------------------------------------------------------
+
+FLUSH_INTERVAL_S = 0.05
+MAX_PENDING = 100_000
+_USER_AGENT_MAX = 300
+
+_INSERT = """
+INSERT INTO autoprov.config_fetch
+       (device_id, port, file, config_version, client_addr, user_agent, read_snapshot,
+        fetched_at)
+SELECT v.device_id, v.port, v.file, v.version, v.addr::inet, v.agent, v.snap::pg_snapshot,
+       v.at
+  FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+              %s::text[], %s::timestamptz[])
+       WITH ORDINALITY AS v(device_id, port, file, version, addr, agent, snap, at, n)
+  JOIN autoprov.device d ON d.id = v.device_id  -- a device deleted meanwhile: its rows go
+ ORDER BY v.n
+"""
+
+Row = tuple[int, str, str, str, str | None, str | None, str, datetime]
+
+
+def _address(client_addr: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address(client_addr)) if client_addr else None
+    except ValueError:
+        return None
+
+
+class FetchWriter:
+    def __init__(self, db_store: store.Store) -> None:
+        self.store = db_store
+        self._lock = threading.Lock()
+        self._pending: list[Row] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def record(self, device_id: int, port: str, file: str, config_version: str,
+               client_addr: str | None, user_agent: str | None, read_snapshot: str) -> None:
+        row: Row = (device_id, port, file, config_version, _address(client_addr),
+                    user_agent[:_USER_AGENT_MAX] if user_agent else None, read_snapshot,
+                    datetime.now(UTC))
+        with self._lock:
+            if len(self._pending) >= MAX_PENDING:
+                del self._pending[: MAX_PENDING // 10]
+                log.warning("fetch records: queue full, oldest %d dropped", MAX_PENDING // 10)
+            self._pending.append(row)
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._write_forever, name="fetch-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then stop."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _write_forever(self) -> None:
+        while True:
+            self._wake.wait()
+            if not self._stop.is_set():
+                self._stop.wait(FLUSH_INTERVAL_S)  # let a batch gather
+            self._wake.clear()
+            written = self.write_pending()
+            if self._stop.is_set():
+                if not written:
+                    log.error("fetch records: %d lost at shutdown", len(self._pending))
+                    return
+                if not self._pending:
+                    return
+            elif not written:
+                self._stop.wait(RECONNECT_S)
+                self._wake.set()
+
+    def write_pending(self) -> bool:
+        """Insert what is queued; False (and the rows kept) if the database failed."""
+        with self._lock:
+            rows, self._pending = self._pending, []
+        if not rows:
+            return True
+        columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
+
+        def insert(conn: store.Conn) -> None:
+            conn.execute(_INSERT, columns)
+
+        for _attempt in range(2):
+            try:
+                self.store.run(insert)
+                return True
+            except psycopg.errors.ForeignKeyViolation:
+                continue  # a device deleted as we wrote: the join leaves it out next time
+            except (store.DatabaseUnavailableError, psycopg.Error) as exc:
+                log.warning("fetch records: %d not written yet: %s", len(rows), str(exc).strip())
+                break
+        with self._lock:
+            self._pending[:0] = rows
+        return False
