@@ -12,9 +12,9 @@ import psycopg
 
 from autoprov import db
 from autoprov.config import Settings
-from tests.conftest import RunningService, autoprov_cli
+from tests.conftest import RunningService
 from tests.provisioning_helpers import client, config_url, phone_cert, settle
-from tests.test_resync import wait_pending_in_proxy
+from tests.test_resync import add_device, wait_pending_in_proxy
 
 
 def fetch_full_config(settings: Settings, tmp_path: Path, mac: str) -> str:
@@ -36,9 +36,7 @@ def test_new_phone_fetches_registers_and_needs_no_notify(
     conn: psycopg.Connection[Any], new_subscriber: Any, phone_for: Any, tmp_path: Path,
 ) -> None:
     sub = new_subscriber()
-    mac = "001565" + sub.username[1:7]
-    autoprov_cli(settings, "device", "add", mac, "--vendor", "yealink", "--model", "T46U",
-                 "--line", f"1={sub.aor}", check=True)
+    mac = add_device(settings, sub)
     wait_pending_in_proxy(settings, sub.aor)
 
     config = fetch_full_config(settings, tmp_path, mac)
@@ -57,9 +55,7 @@ def test_old_password_works_until_the_phone_fetched_the_new_one(
     conn: psycopg.Connection[Any], new_subscriber: Any, phone_for: Any, tmp_path: Path,
 ) -> None:
     sub = new_subscriber()
-    mac = "001565" + sub.username[1:7]
-    autoprov_cli(settings, "device", "add", mac, "--vendor", "yealink", "--model", "T46U",
-                 "--line", f"1={sub.aor}", check=True)
+    mac = add_device(settings, sub)
     fetch_full_config(settings, tmp_path, mac)
     conn.execute("UPDATE subscriber SET password = 'rotated-pw' WHERE username = %s",
                  (sub.username,))
@@ -78,9 +74,7 @@ def test_a_change_still_being_made_during_a_fetch_is_not_taken_as_delivered(
     new_subscriber: Any, tmp_path: Path,
 ) -> None:
     sub = new_subscriber()
-    mac = "001565" + sub.username[1:7]
-    autoprov_cli(settings, "device", "add", mac, "--vendor", "yealink", "--model", "T46U",
-                 "--line", f"1={sub.aor}", check=True)
+    mac = add_device(settings, sub)
     fetch_full_config(settings, tmp_path, mac)
     with db.connect(settings) as dba:  # a DBA's open transaction
         dba.execute("UPDATE subscriber SET password = 'slow-rotation' WHERE username = %s",
