@@ -77,10 +77,12 @@ def test_pending_request_survives_a_proxy_restart(
 ) -> None:
     own = make_settings(tmp_path / "node3", db_url=settings.db_url, sip_server_id=3)
     node = start_kamailio(own)
-    sub = new_subscriber()
-    add_device(settings, sub)  # no contact yet: pending
-    wait_pending_in_proxy(own, sub.aor)
-    stack.stop(node.service)
+    try:
+        sub = new_subscriber()
+        add_device(settings, sub)  # no contact yet: pending
+        wait_pending_in_proxy(own, sub.aor)
+    finally:
+        stack.stop(node.service)
     node = start_kamailio(own)
     try:
         wait_pending_in_proxy(own, sub.aor)
