@@ -21,11 +21,9 @@ from autoprov.pgcluster import ClusterError
 from autoprov.redirect import jobs as redirect_jobs
 from autoprov.redirect import state as redirect_state
 from autoprov.redirect import worker as redirect_worker
-from provisioning_wsgi import preview
+from provisioning_wsgi import preview, vendors
 from provisioning_wsgi import server as provisioning
 from provisioning_wsgi.admin import links as admin_links
-
-VENDORS = ("cisco", "panasonic", "yealink")
 
 
 def _print_json(value: Any) -> None:
@@ -217,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("device", help="devices").add_subparsers(dest="device", required=True)
     p = command(dev, "add", cmd_device_add, "create a device")
     p.add_argument("mac")
-    p.add_argument("--vendor", required=True, choices=VENDORS)
+    p.add_argument("--vendor", required=True, choices=sorted(vendors.VENDORS))
     p.add_argument("--model", required=True)
     p.add_argument("--line", action="append", default=[], metavar="N=USER@DOMAIN")
     p = command(dev, "show", cmd_device_show, "show a device, its lines and their state")
@@ -253,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(tls_parser, "phone-cert", cmd_tls_phone_cert,
                 "write a phone client certificate signed by the development CA")
     p.add_argument("mac")
-    p.add_argument("--vendor", required=True, choices=VENDORS)
+    p.add_argument("--vendor", required=True, choices=sorted(vendors.VENDORS))
     p.add_argument("--out", required=True, metavar="DIR")
     command(tls_parser, "ca", cmd_tls_ca, "print the path of the development CA certificate")
 

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from autoprov.config import Settings
+from provisioning_wsgi import vendors
 from tests.conftest import RunningService
 from tests.provisioning_helpers import (
     add_device,
@@ -25,7 +26,7 @@ from tests.provisioning_helpers import (
     settle,
 )
 
-VENDORS = ("cisco", "yealink", "panasonic")
+VENDORS = sorted(vendors.VENDORS)
 
 
 def plain() -> requests.Session:

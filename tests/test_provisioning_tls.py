@@ -12,6 +12,7 @@ import requests
 
 from autoprov import tls
 from autoprov.config import Settings
+from provisioning_wsgi import vendors
 from tests.conftest import RunningService
 from tests.provisioning_helpers import (
     add_device,
@@ -24,7 +25,7 @@ from tests.provisioning_helpers import (
     settle,
 )
 
-VENDORS = ("cisco", "yealink", "panasonic")
+VENDORS = sorted(vendors.VENDORS)
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
