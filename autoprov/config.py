@@ -47,10 +47,16 @@ class Settings:
     http_bind: str = "127.0.0.1"
     http_port: int = 1445
     https_port: int = 1444
+    # Processes serving the web ports (Python runs one core per process); 0 = one per CPU.
+    http_workers: int = 0
     # Empty: development material created under var_dir/tls.
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    # A second, ECDSA certificate for phones that offer ECDSA (much cheaper handshakes); empty:
+    # none, or the development one when tls_cert is empty too.
+    tls_ecdsa_cert: str = ""
+    tls_ecdsa_key: str = ""
     # Operators' template overrides: a file here wins over the shipped one of the same name.
     template_dir: str = ""
     # Zero-touch redirect services (see autoprov/redirect). An empty endpoint disables that

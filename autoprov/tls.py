@@ -31,6 +31,8 @@ CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
 SERVER_CERT = "server.pem"
 SERVER_KEY = "server-key.pem"
+SERVER_EC_CERT = "server-ecdsa.pem"
+SERVER_EC_KEY = "server-ecdsa-key.pem"
 CA_DAYS = 3650
 SERVER_DAYS = 825
 PHONE_DAYS = 3650
@@ -97,9 +99,9 @@ def _alt_name(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
-def issue_server(ca: Authority, names: list[str], *,
-                 days: int = SERVER_DAYS) -> tuple[x509.Certificate, PrivateKey]:
-    key = _rsa_key()
+def issue_server(ca: Authority, names: list[str], *, days: int = SERVER_DAYS,
+                 ecdsa: bool = False) -> tuple[x509.Certificate, PrivateKey]:
+    key: PrivateKey = ec.generate_private_key(ec.SECP256R1()) if ecdsa else _rsa_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     now = _now()
     cert = (
@@ -215,9 +217,9 @@ def _covers(cert: x509.Certificate, names: list[str]) -> bool:
 
 
 def ensure_dev_material(settings: Settings) -> None:
-    """Create the development CA and server certificate under var/tls when they are in use.
+    """Create the development CA and server certificates under var/tls when they are in use.
 
-    The server certificate is reissued when it no longer names public_host or nears expiry, so
+    A server certificate is reissued when it no longer names public_host or nears expiry, so
     changing public_host in development just works.
     """
     if settings.tls_cert and settings.tls_key and settings.tls_client_ca:
@@ -225,28 +227,56 @@ def ensure_dev_material(settings: Settings) -> None:
     ca = dev_ca(settings)
     if settings.tls_cert and settings.tls_key:
         return
-    cert_path, key_path = settings.tls_dir / SERVER_CERT, settings.tls_dir / SERVER_KEY
     names = _server_names(settings)
-    with _locked(settings.tls_dir):
-        if cert_path.exists() and key_path.exists():
-            try:
-                current = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            except ValueError:
-                current = None
-            if (current is not None and _covers(current, names)
-                    and current.not_valid_after_utc - RENEW_BEFORE > _now()):
-                return
-        cert, key = issue_server(ca, names)
-        write_pair(cert, key, cert_path, key_path)
+    for (cert_path, key_path), ecdsa in zip(_dev_server_pairs(settings), (False, True),
+                                            strict=True):
+        with _locked(settings.tls_dir):
+            if _still_good(cert_path, key_path, names):
+                continue
+            cert, key = issue_server(ca, names, ecdsa=ecdsa)
+            write_pair(cert, key, cert_path, key_path)
+
+
+def _still_good(cert_path: Path, key_path: Path, names: list[str]) -> bool:
+    if not (cert_path.exists() and key_path.exists()):
+        return False
+    try:
+        current = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except ValueError:
+        return False
+    return _covers(current, names) and current.not_valid_after_utc - RENEW_BEFORE > _now()
+
+
+def _dev_server_pairs(settings: Settings) -> list[tuple[Path, Path]]:
+    return [(settings.tls_dir / SERVER_CERT, settings.tls_dir / SERVER_KEY),
+            (settings.tls_dir / SERVER_EC_CERT, settings.tls_dir / SERVER_EC_KEY)]
 
 
 def server_files(settings: Settings) -> tuple[Path, Path]:
-    """The HTTPS port's certificate (chain) and key."""
+    """The HTTPS port's certificate (chain) and key: the RSA one every phone can use."""
     if settings.tls_cert or settings.tls_key:
         if not (settings.tls_cert and settings.tls_key):
             raise TlsError("tls_cert and tls_key must be set together")
         return Path(settings.tls_cert), Path(settings.tls_key)
-    return settings.tls_dir / SERVER_CERT, settings.tls_dir / SERVER_KEY
+    return _dev_server_pairs(settings)[0]
+
+
+def server_pairs(settings: Settings) -> list[tuple[Path, Path]]:
+    """Every (certificate, key) the HTTPS port offers: server_files, then the ECDSA pair.
+
+    With both loaded, OpenSSL answers a phone that offers ECDSA signatures with the ECDSA
+    certificate, and older phones (Cisco SPA firmware speaks RSA only) with the RSA one. An
+    ECDSA P-256 signature costs the server a fifteenth of an RSA-2048 one, and a fleet
+    rebooting at once is mostly TLS handshakes.
+    """
+    pairs = [server_files(settings)]
+    if settings.tls_ecdsa_cert or settings.tls_ecdsa_key:
+        if not (settings.tls_ecdsa_cert and settings.tls_ecdsa_key):
+            raise TlsError("tls_ecdsa_cert and tls_ecdsa_key must be set together")
+        pairs.append((Path(settings.tls_ecdsa_cert), Path(settings.tls_ecdsa_key)))
+    elif not settings.tls_cert:
+        pairs.append(_dev_server_pairs(settings)[1])
+    return pairs
 
 
 def client_ca_files(settings: Settings) -> list[Path]:

@@ -81,8 +81,9 @@ def run(quick: bool) -> Section:
         bodies = (w.base / "plain.body", w.base / "tls.body")
         bodies[0].write_bytes(plain_body)
         bodies[1].write_bytes(tls_body)
-        server_cert, server_key = tls.server_files(real)
+        (server_cert, server_key), (ec_cert, ec_key) = tls.server_pairs(real)
         shared_tls: dict[str, Any] = {"tls_cert": str(server_cert), "tls_key": str(server_key),
+                                      "tls_ecdsa_cert": str(ec_cert), "tls_ecdsa_key": str(ec_key),
                                       "tls_client_ca": str(tls.dev_ca_path(real))}
         trivial = w.settings(**shared_tls)
         _trivial(w, trivial, bodies)
@@ -102,7 +103,7 @@ def run(quick: bool) -> Section:
                     "plain": httpload.wrk(f"http://127.0.0.1:{plain}{BOOTSTRAP}{file}",
                                           sizes.seconds),
                     "tls": httpload.ab(f"https://127.0.0.1:{secure}{CONFIG}{file}",
-                                       sizes.seconds, pem),
+                                       sizes.seconds, pem, len(tls_body)),
                 }
                 for kind, result in runs.items():
                     key_ = (name, kind)

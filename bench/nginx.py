@@ -32,8 +32,9 @@ http {{
     server {{
         listen 127.0.0.1:{secure} ssl;
         root {base}/root;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
+{certificates}
+        # What Python's ssl negotiates: nginx 1.22 leaves TLS 1.3 out by default.
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_client_certificate {client_ca};
         ssl_verify_client on;
     }}
@@ -49,9 +50,11 @@ def start(settings: Settings, base: Path, files: dict[str, bytes], plain: int,
         target = base / "root" / url_path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(body)
-    cert, key = tls.server_files(settings)
+    # The same certificates autoprov offers (RSA, and ECDSA where configured).
+    certificates = "\n".join(f"        ssl_certificate {cert};\n        ssl_certificate_key {key};"
+                             for cert, key in tls.server_pairs(settings))
     conf = base / "nginx.conf"
-    conf.write_text(CONF.format(base=base, plain=plain, secure=secure, cert=cert, key=key,
+    conf.write_text(CONF.format(base=base, plain=plain, secure=secure, certificates=certificates,
                                 client_ca=tls.client_ca_files(settings)[0]))
     for path in [base, *base.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)  # workers run as nobody

@@ -1,6 +1,7 @@
 """Baseline for the config-fetch benchmark: `autoprov serve`'s own server machinery (cheroot, the
-same thread counts, timeouts, client-certificate TLS adapter and handshake-in-worker connection
-class) serving a constant body from a trivial app: no database, no template, no logging.
+same worker processes, listening sockets, thread counts, timeouts, client-certificate TLS adapter
+and handshake-in-worker connection class) serving a constant body from a trivial app: no
+database, no template, no logging.
 
 python -m bench.trivial_wsgi BODY_PLAIN BODY_TLS  (ports and TLS files from AUTOPROV_* settings)
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from autoprov import config
-from provisioning_wsgi import server
+from provisioning_wsgi import server, workers
 
 
 def constant(body: bytes, content_type: str) -> server.wsgi.WSGIApplication:  # type: ignore[name-defined]
@@ -31,26 +32,24 @@ def constant(body: bytes, content_type: str) -> server.wsgi.WSGIApplication:  # 
 def main(argv: list[str]) -> int:
     settings = config.load()
     plain_body, tls_body = Path(argv[0]).read_bytes(), Path(argv[1]).read_bytes()
-    plain = server.Server((settings.http_bind, settings.http_port),
-                          constant(plain_body, "text/plain"), numthreads=server.PLAIN_THREADS,
-                          timeout=server.SOCKET_TIMEOUT_S,
-                          shutdown_timeout=server.SHUTDOWN_TIMEOUT_S)
-    secure = server.Server((settings.http_bind, settings.https_port),
-                           constant(tls_body, "text/plain"), numthreads=server.TLS_THREADS,
-                           timeout=server.SOCKET_TIMEOUT_S,
-                           shutdown_timeout=server.SHUTDOWN_TIMEOUT_S)
-    secure.ssl_adapter = server.ClientCertAdapter(settings)
-    secure.ConnectionClass = server.HandshakeInWorker
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    for srv in (plain, secure):
-        srv.prepare()
-        threading.Thread(target=srv.serve, daemon=True).start()
-    stop.wait()
-    for srv in (plain, secure):
-        srv.stop()
-    return 0
+    listeners = server.listen(settings.replace(admin_port=0))
+
+    def serve(index: int) -> int:
+        servers = server.phone_servers(settings, listeners, constant(plain_body, "text/plain"),
+                                       constant(tls_body, "text/plain"))
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        for srv in servers:
+            srv.prepare()
+            threading.Thread(target=srv.serve, daemon=True).start()
+        stop.wait()
+        for srv in servers:
+            srv.stop()
+        return 0
+
+    count = workers.count(settings.http_workers)
+    return serve(0) if count == 1 else workers.supervise(count, serve)
 
 
 if __name__ == "__main__":

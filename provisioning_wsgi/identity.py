@@ -10,6 +10,7 @@ as a serial number, cannot name a MAC by containing it.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from cryptography import x509
@@ -34,6 +35,7 @@ def macs_in_subject(subject: x509.Name) -> set[str]:
     return found
 
 
+@functools.lru_cache(maxsize=4096)  # a phone presents the same certificate on every fetch
 def certificate_names_mac(pem: str, mac: str) -> bool:
     """True if the PEM certificate's subject names ``mac`` (12 lower-case hex digits)."""
     try:

@@ -12,11 +12,10 @@ that serves the connection instead (HandshakeInWorker), bounded by the server's 
 
 from __future__ import annotations
 
+import base64
 import http.client
 import logging
-import logging.handlers
 import os
-import queue
 import signal
 import socket
 import ssl
@@ -33,6 +32,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from autoprov import config_fetch, tls
 from autoprov.config import ROOT, Settings
 from autoprov.redirect.worker import run_worker
+from provisioning_wsgi import logsink, workers
 from provisioning_wsgi.admin.app import AdminApp
 from provisioning_wsgi.app import ProvisioningApp
 from provisioning_wsgi.cache import ConfigCache, FetchWriter
@@ -60,12 +60,12 @@ class ServeError(RuntimeError):
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
-    cert, key = tls.server_files(settings)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_cert_chain(str(cert), str(key))
-    except (OSError, ssl.SSLError) as exc:
-        raise tls.TlsError(f"server certificate {cert} / key {key}: {exc}") from None
+    for cert, key in tls.server_pairs(settings):  # one per key type: see tls.server_pairs
+        try:
+            context.load_cert_chain(str(cert), str(key))
+        except (OSError, ssl.SSLError) as exc:
+            raise tls.TlsError(f"server certificate {cert} / key {key}: {exc}") from None
     context.verify_mode = ssl.CERT_REQUIRED
     for ca in tls.client_ca_files(settings):
         try:
@@ -109,6 +109,23 @@ class ClientCertAdapter(BuiltinSSLAdapter):
                                            do_handshake_on_connect=False)
         return wrapped, {}
 
+    def get_environ(self, sock: ssl.SSLSocket) -> dict[str, Any]:  # type: ignore[override]
+        """Only what the apps read. cheroot's own version also fetches the TLS session and
+        walks the context's cipher list on every connection: half the GIL time of a TLS
+        fetch, for variables nobody reads."""
+        der = sock.getpeercert(binary_form=True)
+        if not der:
+            return {"HTTPS": "on", "SSL_CLIENT_VERIFY": "NONE"}
+        # The context requires a certificate and verified it, or the handshake failed.
+        return {"HTTPS": "on", "SSL_CLIENT_VERIFY": "SUCCESS", "SSL_CLIENT_CERT": _pem(der)}
+
+
+def _pem(der: bytes) -> str:
+    # ssl.DER_cert_to_PEM_cert, without its slow textwrap.
+    text = base64.b64encode(der).decode("ascii")
+    lines = [text[i:i + 64] for i in range(0, len(text), 64)]
+    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----"
+
 
 def _token(text: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in text).split()).lower() or "-"
@@ -140,38 +157,76 @@ class HandshakeInWorker(cheroot_server.HTTPConnection):
 class Server(wsgi.Server):
     # The port's name in log lines.
     label = "tls"
+    # Bound by the parent process (workers.listening_socket) and shared with the other workers.
+    listening: socket.socket | None = None
+
+    def bind(self, family: int, type: int, proto: int = 0) -> socket.socket:
+        if self.listening is None:
+            return super().bind(family, type, proto)  # type: ignore[no-any-return]
+        self.socket = self.listening
+        self.bind_addr = self.resolve_real_bind_addr(self.listening)  # type: ignore[no-untyped-call]
+        return self.listening
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.listening is not None:
+            self.socket.settimeout(0.0)  # cheroot set 1 s; see workers.listening_socket
 
     def error_log(self, msg: str = "", level: int = logging.INFO,
                   traceback: bool = False) -> None:
         log.log(level, "server: %s", msg, exc_info=traceback)
 
 
-def _make_servers(settings: Settings, cache: ConfigCache | None = None,
-                  writer: FetchWriter | None = None) -> list[Server]:
-    renderer = Renderer(settings)
-    db = Store(settings)
-    plain = Server((settings.http_bind, settings.http_port),
-                   ProvisioningApp("bootstrap", renderer, db, cache, writer),
-                   numthreads=PLAIN_THREADS,
-                   timeout=SOCKET_TIMEOUT_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-                   request_queue_size=LISTEN_BACKLOG)
-    secure = Server((settings.http_bind, settings.https_port),
-                    ProvisioningApp("tls", renderer, db, cache, writer), numthreads=TLS_THREADS,
-                    timeout=SOCKET_TIMEOUT_S, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-                    request_queue_size=LISTEN_BACKLOG)
+Listeners = dict[str, socket.socket]
+
+
+def listen(settings: Settings) -> Listeners:
+    """The service's sockets, bound once for every worker process; ServeError if one is taken."""
+    ports = {"bootstrap": settings.http_port, "tls": settings.https_port}
+    if settings.admin_port:
+        ports["admin"] = settings.admin_port
+    bound: Listeners = {}
+    for name, port in ports.items():
+        try:
+            bound[name] = workers.listening_socket(settings.http_bind, port, LISTEN_BACKLOG)
+        except OSError as exc:
+            for sock in bound.values():
+                sock.close()
+            raise ServeError(f"cannot listen on {settings.http_bind}:{port}: {exc}") from None
+    return bound
+
+
+def _server(listening: socket.socket, app: Any, threads: int, label: str) -> Server:
+    srv = Server(listening.getsockname()[:2], app, numthreads=threads, timeout=SOCKET_TIMEOUT_S,
+                 shutdown_timeout=SHUTDOWN_TIMEOUT_S, request_queue_size=LISTEN_BACKLOG)
+    srv.listening = listening
+    srv.label = label
+    srv.server_name = "autoprov"  # the Server header: no software version for scanners
+    return srv
+
+
+def phone_servers(settings: Settings, listeners: Listeners, plain_app: Any,
+                  tls_app: Any) -> list[Server]:
+    """The two phone ports' servers around the given apps (also the benchmark's baseline)."""
+    plain = _server(listeners["bootstrap"], plain_app, PLAIN_THREADS, "bootstrap")
+    secure = _server(listeners["tls"], tls_app, TLS_THREADS, "tls")
     secure.ssl_adapter = ClientCertAdapter(settings)
     secure.ConnectionClass = HandshakeInWorker
-    servers = [plain, secure]
-    if settings.admin_port:
-        admin = Server((settings.http_bind, settings.admin_port), AdminApp(settings),
-                       numthreads=ADMIN_THREADS, timeout=SOCKET_TIMEOUT_S,
-                       shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    return [plain, secure]
+
+
+def _make_servers(settings: Settings, listeners: Listeners, cache: ConfigCache,
+                  writer: FetchWriter, with_admin: bool) -> list[Server]:
+    renderer = Renderer(settings)
+    db = Store(settings)
+    servers = phone_servers(settings, listeners,
+                            ProvisioningApp("bootstrap", renderer, db, cache, writer),
+                            ProvisioningApp("tls", renderer, db, cache, writer))
+    if with_admin and "admin" in listeners:
+        admin = _server(listeners["admin"], AdminApp(settings), ADMIN_THREADS, "admin")
         admin.ssl_adapter = ClientCertAdapter(settings, admin=True)
         admin.ConnectionClass = HandshakeInWorker
-        admin.label = "admin"
         servers.append(admin)
-    for srv in servers:
-        srv.server_name = "autoprov"  # the Server header: no software version for scanners
     return servers
 
 
@@ -187,49 +242,12 @@ def _prune_forever(db: Store, stop: threading.Event) -> None:
 
 
 def serve(settings: Settings) -> int:
-    """Serve both ports until SIGTERM or SIGINT."""
-    # A line per request (for fail2ban): written by a thread of its own, so request threads
-    # never queue on the handler's lock or on a slow stderr.
-    to_stderr = logging.StreamHandler(sys.stderr)
-    to_stderr.setFormatter(logging.Formatter(
-        "%(asctime)s autoprov-provisioning[%(process)d] %(levelname)s %(message)s"))
-    log_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    log_writer = logging.handlers.QueueListener(log_queue, to_stderr)
-    log_writer.start()
-    to_queue = logging.handlers.QueueHandler(log_queue)
-    to_queue.setFormatter(logging.Formatter("%(message)s"))  # the rest is added by to_stderr
-    logging.basicConfig(level=logging.INFO, handlers=[to_queue])
-    cache = ConfigCache(settings)
-    writer = FetchWriter(Store(settings))
-    cache.start()
-    writer.start()
-    servers = _make_servers(settings, cache, writer)
-    try:
-        for srv in servers:
-            srv.prepare()
-    except OSError as exc:
-        for srv in servers:
-            srv.stop()
-        writer.stop()
-        cache.stop()
-        log_writer.stop()
-        raise ServeError(f"cannot listen on {settings.http_bind}: {exc}") from None
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    threads = [threading.Thread(target=srv.serve, name=f"serve-{i}", daemon=True)
-               for i, srv in enumerate(servers)]
-    threads.append(threading.Thread(target=_prune_forever, args=(Store(settings), stop),
-                                    name="prune", daemon=True))
-    # Zero-touch: the vendor redirect jobs run beside the service that the phones then reach.
-    threads.append(threading.Thread(target=run_worker, args=(settings, stop), name="redirect",
-                                    daemon=True))
-    for thread in threads:
-        thread.start()
+    """Serve every port until SIGTERM or SIGINT, from `http_workers` processes."""
+    logging.basicConfig(level=logging.INFO, format=logsink.FORMAT, stream=sys.stderr)
+    tls_context(settings)  # unusable TLS material: fail here, not in every worker
+    if settings.admin_port:
+        admin_tls_context(settings)
+    listeners = listen(settings)
     log.info("listening: http://%s:%d%s (bootstrap), https://%s:%d (client certificates from %s)",
              settings.http_bind, settings.http_port, BOOTSTRAP_PATH, settings.http_bind,
              settings.https_port, ", ".join(str(p) for p in tls.client_ca_files(settings)))
@@ -237,19 +255,56 @@ def serve(settings: Settings) -> int:
         log.info("operators' pages: https://%s:%d/admin/ (%s)", settings.http_bind,
                  settings.admin_port, "on" if settings.admin_password else
                  "off until admin_password is set")
+    count = workers.count(settings.http_workers)
+    if count == 1:
+        return serve_worker(settings, listeners, 0)
+    return workers.supervise(count, lambda index: serve_worker(settings, listeners, index))
+
+
+def serve_worker(settings: Settings, listeners: Listeners, index: int) -> int:
+    """One worker process: every phone port; worker 0 also the operators' pages, the pruning
+    of old fetch records and the vendor redirect jobs (each needs to run once)."""
+    log_handler = logsink.install()
+    cache = ConfigCache(settings)
+    writer = FetchWriter(Store(settings))
+    cache.start()
+    writer.start()
+    servers = _make_servers(settings, listeners, cache, writer, with_admin=index == 0)
+    for srv in servers:
+        srv.prepare()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    threads = [threading.Thread(target=srv.serve, name=f"serve-{srv.label}", daemon=True)
+               for srv in servers]
+    if index == 0:
+        threads.append(threading.Thread(target=_prune_forever, args=(Store(settings), stop),
+                                        name="prune", daemon=True))
+        # Zero-touch: the vendor redirect jobs run beside the service the phones then reach.
+        threads.append(threading.Thread(target=run_worker, args=(settings, stop),
+                                        name="redirect", daemon=True))
+    for thread in threads:
+        thread.start()
+    code = 0
     while not stop.wait(1.0):
         if not all(t.is_alive() for t in threads[:len(servers)]):
             log.error("a listener stopped; exiting")
+            code = 1
             break
     stop.set()
     for srv in servers:
         srv.stop()
     writer.stop()  # the fetches still queued are written
     cache.stop()
-    threads[-1].join(timeout=10)  # let a vendor call in flight finish or time out
-    log.info("stopped")
-    log_writer.stop()
-    return 0
+    for thread in threads[len(servers):]:
+        thread.join(timeout=10)  # let a vendor call in flight finish or time out
+    log.info("worker %d stopped", index)
+    log_handler.close()
+    return code
 
 
 def _probe_host(bind: str) -> str:

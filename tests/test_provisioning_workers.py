@@ -1,0 +1,149 @@
+"""`autoprov serve` from several processes: shared sockets, a dead worker replaced, clean stops,
+and the TLS port's two certificates (ECDSA for phones that offer it, RSA for the others)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from autoprov import stack, tls
+from autoprov.config import Settings
+from tests.conftest import VENV_BIN, RunningService, make_settings, start_provisioning
+from tests.provisioning_helpers import (
+    add_device,
+    bootstrap_url,
+    client,
+    config_url,
+    device_file,
+    fetches,
+    phone_cert,
+    settle,
+)
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(p) for p in (task / "children").read_text().split()}
+    return found
+
+
+def _eventually(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def two_workers(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, RunningService]]:
+    own = make_settings(tmp_path / "var", db_url=settings.db_url, http_workers=2)
+    running = start_provisioning(own)
+    yield own, running
+    stack.stop(running.service)
+
+
+def test_two_workers_serve_the_same_ports_and_record_every_fetch(
+    two_workers: tuple[Settings, RunningService], settings: Settings,
+    conn: psycopg.Connection[Any], new_subscriber: Any, tmp_path: Path,
+) -> None:
+    own, running = two_workers
+    pid = running.service.process.pid
+    assert len(_children(pid)) == 2
+    mac = add_device(conn, "yealink", [new_subscriber()])
+    cert = phone_cert(own, tmp_path, "yealink", mac)
+    served_by = set()
+    for _ in range(20):  # a new connection each: the kernel spreads them over the workers
+        reply = client(own, cert).get(config_url(own, device_file("yealink", mac)))
+        assert reply.status_code == 200
+        plain = client(own).get(bootstrap_url(own, device_file("yealink", mac)))
+        assert plain.status_code == 200
+    settle()
+    assert len(fetches(conn, mac)) == 40
+    for line in running.log().splitlines():
+        if f"device={mac}" in line:
+            served_by.add(line.split("autoprov-provisioning[", 1)[1].split("]", 1)[0])
+    assert served_by <= {str(p) for p in _children(pid)}
+    assert served_by, "no access line names the device"
+
+
+def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(
+    two_workers: tuple[Settings, RunningService], conn: psycopg.Connection[Any],
+    new_subscriber: Any,
+) -> None:
+    own, running = two_workers
+    mac = add_device(conn, "yealink", [new_subscriber()])
+    pid = running.service.process.pid
+    before = _children(pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+
+    after = _eventually(lambda: (c := _children(pid)) and len(c) == 2 and victim not in c and c,
+                        10, "a new worker")
+    assert len(after - before) == 1
+    running.wait_for_log(f"(pid {victim}) exited (signal SIGKILL); starting it again")
+    for _ in range(10):
+        assert client(own).get(bootstrap_url(own, device_file("yealink", mac))).status_code \
+            == 200
+
+
+def test_sigterm_stops_every_worker_and_frees_the_ports(
+    settings: Settings, tmp_path: Path,
+) -> None:
+    own = make_settings(tmp_path / "var", db_url=settings.db_url, http_workers=2)
+    running = start_provisioning(own)
+    pid = running.service.process.pid
+    workers = _children(pid)
+    assert len(workers) == 2
+
+    os.kill(pid, signal.SIGTERM)  # the parent alone, as a supervisor would
+    assert running.service.process.wait(timeout=30) == 0
+    for worker in workers:
+        assert not Path(f"/proc/{worker}").exists() or \
+            "zombie" in Path(f"/proc/{worker}/status").read_text()
+    log = running.log()
+    assert "worker 0 stopped" in log and "worker 1 stopped" in log
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", own.https_port))  # free again
+
+
+def test_a_taken_port_is_a_clear_error(settings: Settings, tmp_path: Path) -> None:
+    own = make_settings(tmp_path / "var", db_url=settings.db_url)
+    tls.ensure_dev_material(own)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", own.https_port))
+        taken.listen()
+        env = {**os.environ, **own.as_env(), "AUTOPROV_CONFIG": str(tmp_path / "none.toml")}
+        done = subprocess.run([str(VENV_BIN / "autoprov"), "serve"], env=env,
+                              capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{own.https_port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("sigalgs", "key_type"), [
+    ("ECDSA+SHA256", "ECDSA"),
+    ("RSA-PSS+SHA256:RSA+SHA256", "RSA"),  # what old Cisco SPA firmware offers
+])
+def test_tls_port_offers_ecdsa_and_falls_back_to_rsa(
+    provisioning: RunningService, settings: Settings, tmp_path: Path, sigalgs: str,
+    key_type: str,
+) -> None:
+    cert, key = phone_cert(settings, tmp_path, "cisco", "708105b37234")
+    done = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{settings.https_port}", "-tls1_2",
+         "-sigalgs", sigalgs, "-cert", str(cert), "-key", str(key)],
+        input="", capture_output=True, text=True, timeout=30, check=False)
+    assert f"Peer signature type: {key_type}" in done.stdout, done.stdout[-2000:]
