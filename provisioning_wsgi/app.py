@@ -21,7 +21,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 import psycopg
 
 from autoprov import config_fetch
-from provisioning_wsgi import store, vendors
+from provisioning_wsgi import logsink, store, vendors
 from provisioning_wsgi.cache import ConfigCache, FetchWriter
 from provisioning_wsgi.identity import certificate_names_mac
 from provisioning_wsgi.render import (
@@ -122,8 +122,9 @@ class ProvisioningApp:
         extra = f" reason={response.reason}" if response.reason else ""
         if response.device is not None:
             extra += f" device={response.device.mac} version={response.version}"
-        log.info("access client=%s port=%s method=%s file=%s status=%d%s", client, self.port,
-                 _loggable(method), _loggable(file), response.status, extra)
+        logsink.access(log, f"access client={client} port={self.port} method="
+                            f"{_loggable(method)} file={_loggable(file)} "
+                            f"status={response.status}{extra}")
 
     def _deny(self, client: str, reason: str, file: str) -> Response:
         log.warning("denied client=%s port=%s reason=%s file=%s", client, self.port, reason,

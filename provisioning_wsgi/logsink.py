@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import sys
 import threading
+import time
 from typing import TextIO
 
 FLUSH_S = 0.1
@@ -26,7 +28,11 @@ class BatchedHandler(logging.Handler):
         super().__init__()
         self.stream = stream or sys.stderr
         self.setFormatter(logging.Formatter(FORMAT))
-        self._pending: collections.deque[logging.LogRecord] = collections.deque()
+        # LogRecords, or (time, message) of access lines at INFO (see `access`).
+        self._pending: collections.deque[logging.LogRecord | tuple[float, str]] = \
+            collections.deque()
+        self._prefix_second = -1
+        self._prefix = ""
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._write_lock = threading.Lock()
@@ -46,15 +52,32 @@ class BatchedHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.handle(record)
 
+    def access(self, message: str) -> None:
+        """An INFO line from the request path, without a LogRecord: only a timestamp is taken
+        now, the line is formatted by the writer thread."""
+        self._pending.append((time.time(), message))
+
+    def _format_access(self, at: float, message: str) -> str:
+        # The same shape as FORMAT's: "2026-11-26 14:29:01,123 autoprov-provisioning[PID] INFO"
+        second = int(at)
+        if second != self._prefix_second:
+            self._prefix_second = second
+            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return (f"{self._prefix},{int((at - second) * 1000):03d} "
+                f"autoprov-provisioning[{os.getpid()}] INFO {message}\n")
+
     def flush(self) -> None:
         with self._write_lock:
             lines = []
             while self._pending:
-                record = self._pending.popleft()
+                item = self._pending.popleft()
+                if isinstance(item, tuple):
+                    lines.append(self._format_access(*item))
+                    continue
                 try:
-                    lines.append(self.format(record) + "\n")
+                    lines.append(self.format(item) + "\n")
                 except Exception:  # a bad log call must not stop the writer
-                    self.handleError(record)
+                    self.handleError(item)
             if not lines:
                 return
             try:
@@ -77,12 +100,25 @@ class BatchedHandler(logging.Handler):
             self.flush()
 
 
+_installed: BatchedHandler | None = None
+
+
 def install(level: int = logging.INFO) -> BatchedHandler:
     """Make this process's root logger write through a BatchedHandler (after a fork, too)."""
-    handler = BatchedHandler()
+    global _installed
+    handler = _installed = BatchedHandler()
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     return handler
+
+
+def access(logger: logging.Logger, message: str) -> None:
+    """An INFO line per request: straight to the batch when this process installed one."""
+    handler = _installed
+    if handler is not None and not handler._stopped.is_set():
+        handler.access(message)
+    else:
+        logger.info("%s", message)
