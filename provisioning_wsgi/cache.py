@@ -229,7 +229,9 @@ SELECT v.device_id, v.port, v.file, v.version, v.addr::inet, v.agent, v.snap::pg
  ORDER BY v.n
 """
 
-Row = tuple[int, str, str, str, str | None, str | None, str, datetime]
+# As queued by a request: the client address and user agent still raw, the time a float
+# (the writer thread checks, trims and converts them, off the request path).
+Row = tuple[int, str, str, str, str | None, str | None, str, float]
 
 
 def _address(client_addr: str | None) -> str | None:
@@ -250,15 +252,15 @@ class FetchWriter:
 
     def record(self, device_id: int, port: str, file: str, config_version: str,
                client_addr: str | None, user_agent: str | None, read_snapshot: str) -> None:
-        row: Row = (device_id, port, file, config_version, _address(client_addr),
-                    user_agent[:_USER_AGENT_MAX] if user_agent else None, read_snapshot,
-                    datetime.now(UTC))
+        row: Row = (device_id, port, file, config_version, client_addr, user_agent,
+                    read_snapshot, time.time())
         with self._lock:
             if len(self._pending) >= MAX_PENDING:
                 del self._pending[: MAX_PENDING // 10]
                 log.warning("fetch records: queue full, oldest %d dropped", MAX_PENDING // 10)
             self._pending.append(row)
-        self._wake.set()
+        if not self._wake.is_set():  # set() takes a lock and notifies: not once per request
+            self._wake.set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._write_forever, name="fetch-writer",
@@ -299,8 +301,10 @@ class FetchWriter:
         def insert(conn: store.Conn) -> None:
             conn.execute(_STAGE)
             with conn.cursor() as cur, cur.copy(_COPY) as copy:
-                for n, row in enumerate(rows):
-                    copy.write_row((n, *row))
+                for n, (*head, addr, agent, snap, at) in enumerate(rows):
+                    copy.write_row((n, *head, _address(addr),
+                                    agent[:_USER_AGENT_MAX] if agent else None, snap,
+                                    datetime.fromtimestamp(at, UTC)))
             conn.execute(_INSERT)
 
         for _attempt in range(2):
