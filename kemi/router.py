@@ -5,7 +5,7 @@ from __future__ import annotations
 import KSR
 
 from kemi import register, resync
-from kemi.sip import pv, reply
+from kemi.sip import reply
 
 ALLOW = "Allow: REGISTER, OPTIONS"
 KEEPALIVE_REASON = "Keepalive"
@@ -21,14 +21,15 @@ class Router:
             return 1
         if KSR.sanity.sanity_check_defaults() < 0:
             return 1  # sanity has answered malformed requests itself
-        method = pv("$rm")
-        if method == "REGISTER":
+        # KSR.is_<METHOD>() compares the parsed method id: no pseudo-variable lookup or string
+        # built for every message of a fleet's keepalives and refreshes.
+        if KSR.is_REGISTER():
             register.handle()
-        elif method == "OPTIONS":
+        elif KSR.is_OPTIONS():
             reply(200, KEEPALIVE_REASON, ALLOW)
-        elif method == "ACK":
+        elif KSR.is_ACK():
             pass  # nothing to acknowledge: we answer statelessly
-        elif method == "CANCEL":
+        elif KSR.is_CANCEL():
             reply(481, "Call/Transaction Does Not Exist")
         else:
             # This proxy registers phones and sends them NOTIFYs; it routes no calls.
