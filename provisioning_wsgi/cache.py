@@ -181,12 +181,12 @@ class ConfigCache:
                                      connect_timeout=store.CONNECT_TIMEOUT_S,
                                      application_name="autoprov-provisioning-cache") as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    unread = select.epoll()
+                    unread.register(conn.fileno(), select.EPOLLIN)
                     with self._lock:  # from here on, every change is heard: start afresh
                         self._epoch += 1
                         self._clear()
-                        self._fd = conn.fileno()
-                        self._unread = select.epoll()
-                        self._unread.register(self._fd, select.EPOLLIN)
+                        self._fd, self._unread = conn.fileno(), unread
                     connected = True
                     try:
                         while not self._stop.is_set():
@@ -197,8 +197,6 @@ class ConfigCache:
             except (psycopg.Error, OSError) as exc:
                 if connected:  # not once a second while it stays away
                     log.warning("config cache off: lost the database: %s", str(exc).strip())
-            finally:
-                self._disconnected()
             self._stop.wait(RECONNECT_S)
 
 

@@ -44,9 +44,7 @@ class BatchedHandler(logging.Handler):
         # No lock and no formatting here; see the module's docstring.
         if not self.filter(record):
             return False
-        self._pending.append(record)
-        if record.levelno >= logging.WARNING or self._stopped.is_set():
-            self._wake.set()
+        self._queue(record, urgent=record.levelno >= logging.WARNING)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -55,7 +53,14 @@ class BatchedHandler(logging.Handler):
     def access(self, message: str) -> None:
         """An INFO line from the request path, without a LogRecord: only a timestamp is taken
         now, the line is formatted by the writer thread."""
-        self._pending.append((time.time(), message))
+        self._queue((time.time(), message), urgent=False)
+
+    def _queue(self, item: logging.LogRecord | tuple[float, str], urgent: bool) -> None:
+        self._pending.append(item)
+        if self._stopped.is_set():  # no writer thread any more: write it now
+            self.flush()
+        elif urgent:
+            self._wake.set()
 
     def _format_access(self, at: float, message: str) -> str:
         # The same shape as FORMAT's: "2026-11-26 14:29:01,123 autoprov-provisioning[PID] INFO"
@@ -117,8 +122,7 @@ def install(level: int = logging.INFO) -> BatchedHandler:
 
 def access(logger: logging.Logger, message: str) -> None:
     """An INFO line per request: straight to the batch when this process installed one."""
-    handler = _installed
-    if handler is not None and not handler._stopped.is_set():
-        handler.access(message)
+    if _installed is not None:
+        _installed.access(message)
     else:
         logger.info("%s", message)

@@ -65,3 +65,17 @@ def test_many_lines_from_many_calls_all_arrive_whole() -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 5000
     assert all(line.endswith(f"file={i}.cfg status=200") for i, line in enumerate(lines))
+
+
+def test_a_line_logged_after_close_is_still_written() -> None:
+    # Shutdown logs ("worker 0 stopped") can come after the writer thread is gone.
+    out = io.StringIO()
+    handler = BatchedHandler(out)
+    logger = _logger(handler)
+    handler.close()
+    logger.info("worker %d stopped", 0)
+    handler.access("access client=192.0.2.1 port=tls method=GET file=a.cfg status=200")
+    assert [LINE.match(line).group(3) for line in out.getvalue().splitlines()] == [  # type: ignore[union-attr]
+        "worker 0 stopped",
+        "access client=192.0.2.1 port=tls method=GET file=a.cfg status=200",
+    ]
