@@ -28,9 +28,10 @@ lint: deps
 stubs: deps
 	$(VENV)/bin/autoprov kamailio stubs --out typings
 
-# The load generators and the static-file baseline are needed by the benchmarks only.
+# The load generators (bench/phones.c is compiled against OpenSSL) and the static-file baseline
+# are needed by the benchmarks only.
 bench: deps
-	@scripts/install-system-packages.sh wrk nginx apache2-utils curl
+	@scripts/install-system-packages.sh wrk nginx apache2-utils curl gcc libc6-dev libssl-dev
 	$(VENV)/bin/python -m bench
 
 deps: system $(STAMP)

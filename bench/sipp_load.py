@@ -22,6 +22,9 @@ from tests.ports import free_port
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 DOMAIN = "bench.test"
+# One sipp plays thousands of phones, each of which would have its own socket: its buffers must
+# hold a burst to all of them, not sipp's default 64 KB (the kernel caps them at rmem_max).
+PHONES_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def _client(scenario: str, target: tuple[str, int], phones: Phones, rate: float,
     duration = calls / rate
     cmd = [
         "sipp", "-sf", str(SCENARIOS / f"{scenario}.xml"), "-inf", str(phones.csv),
-        "-i", "127.0.0.1", "-p", str(local_port), "-t", "u1",
+        "-i", "127.0.0.1", "-p", str(local_port), "-t", "u1", "-buff_size", str(PHONES_BUFFER),
         "-r", f"{rate:g}", "-rp", "1000", "-m", str(calls),
         "-l", str(limit or max(100, int(rate * 2))),
         "-recv_timeout", "8000", "-timeout", f"{int(duration + grace)}s", "-timeout_error",
@@ -160,7 +163,8 @@ class Answerer:
             "sipp", "-sf", str(SCENARIOS / f"{scenario}.xml"), "-inf", "users.csv",
             "-infindex", "users.csv", "0", "-key", "domain", DOMAIN,
             "-i", "127.0.0.1", "-p", str(port), "-t", "u1", "-m", str(calls),
-            "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin",
+            "-buff_size", str(PHONES_BUFFER), "-timeout", f"{int(timeout)}s", "-timeout_error",
+            "-nostdin",
             "-trace_msg", "-message_file", str(work / "messages.log"),
             "-trace_stat", "-stf", str(work / "stat.csv"), "-fd", "3600",
             "-trace_err", "-error_file", str(work / "errors.log"),
