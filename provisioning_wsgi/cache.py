@@ -31,7 +31,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,8 +52,11 @@ Key = tuple[str, str, str]  # port, mac, file
 
 
 class ConfigCache:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 on_templates_changed: Callable[[], None] | None = None) -> None:
         self.settings = settings
+        # Called before the cache is emptied (the renderer's own memory of template files).
+        self._on_templates_changed = on_templates_changed
         self._lock = threading.Lock()
         self._entries: dict[Key, tuple[int | None, object]] = {}
         self._by_device: dict[int, set[Key]] = {}
@@ -150,6 +153,8 @@ class ConfigCache:
         if signature != self._templates:
             self._templates = signature
             log.info("templates changed on disk: cached configs dropped")
+            if self._on_templates_changed is not None:
+                self._on_templates_changed()
             self.flush()
 
     # -- the listener thread -----------------------------------------------------------------

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +32,12 @@ CONFIG_PATH = "/device/autoprov/config/"
 # How often phones fetch their config unasked; a NOTIFY makes them fetch at once.
 RESYNC_INTERVAL = timedelta(hours=24)
 _SAFE_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Which template a (vendor, port, model, file) renders from is looked up on disk at most this
+# often: Jinja caches templates it found, not the per-model names it did not (a stat and an
+# exception each, per render). A new or edited override is seen within this time; the rendered
+# configs' cache, which watches the files too, calls forget_templates() when it sees a change.
+TEMPLATE_RECHECK_S = 1.0
+MAX_CHOICES = 4096
 
 log = logging.getLogger("autoprov.provisioning")
 
@@ -127,6 +134,8 @@ class Renderer:
         self._environments = {name: _environment(vendor, settings.template_dir)
                               for name, vendor in VENDORS.items()}
         self._urls = urls(settings)
+        self._choices: dict[tuple[str, ...], tuple[float, jinja2.Template]] = {}
+        self._generation = 0
 
     def bootstrap(self, requested: Requested, device: Device | None) -> Rendered:
         """The generic file for the plain-HTTP port: it never sees a line."""
@@ -163,11 +172,30 @@ class Renderer:
         if device is not None and _SAFE_MODEL.match(device.model):
             names.insert(0, f"{vendor.name}/{port}/{device.model}/{requested.template}")
         try:
-            template = self._environments[vendor.name].select_template(names)
-            text = template.render(context)
+            text = self._template(vendor.name, names).render(context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {names[-1]}: {exc}") from exc
         return Rendered(vendor.finish(text), vendor.content_type)
+
+    def forget_templates(self) -> None:
+        """Templates changed on disk: look every choice up again."""
+        self._generation += 1
+        self._choices = {}
+
+    def _template(self, vendor: str, names: list[str]) -> jinja2.Template:
+        key = (vendor, *names)
+        now = time.monotonic()
+        chosen = self._choices.get(key)
+        if chosen is not None and now - chosen[0] < TEMPLATE_RECHECK_S:
+            return chosen[1]
+        generation = self._generation
+        template = self._environments[vendor].select_template(names)
+        choices = self._choices
+        if generation == self._generation:  # not a choice made before a change was seen
+            if len(choices) >= MAX_CHOICES:  # models come from the database: bound it
+                choices.clear()
+            choices[key] = (now, template)
+        return template
 
     @staticmethod
     def _warn_unrepresentable(vendor: Vendor, device: Device, lines: list[Line]) -> None:

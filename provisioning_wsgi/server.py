@@ -13,6 +13,7 @@ that serves the connection instead (HandshakeInWorker), bounded by the server's 
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import logging
 import os
@@ -32,7 +33,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from autoprov import config_fetch, tls
 from autoprov.config import ROOT, Settings
 from autoprov.redirect.worker import run_worker
-from provisioning_wsgi import logsink, workers
+from provisioning_wsgi import logsink, sockfile, workers
 from provisioning_wsgi.admin.app import AdminApp
 from provisioning_wsgi.app import ProvisioningApp
 from provisioning_wsgi.cache import ConfigCache, FetchWriter
@@ -131,7 +132,24 @@ def _token(text: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in text).split()).lower() or "-"
 
 
-class HandshakeInWorker(cheroot_server.HTTPConnection):
+class Connection(cheroot_server.HTTPConnection):
+    """cheroot's connection, reading and writing through provisioning_wsgi.sockfile: the
+    response is sent whole once the request is answered (see sockfile on why)."""
+
+    def __init__(self, server: Any, sock: socket.socket, makefile: Any = None) -> None:
+        super().__init__(server, sock, sockfile.makefile)
+        if isinstance(self.rfile, sockfile.SocketReader):
+            self.rfile.before_wait = self.wfile.flush
+
+    def communicate(self) -> bool:
+        try:
+            return bool(super().communicate())  # type: ignore[no-untyped-call]
+        finally:
+            with contextlib.suppress(OSError):  # the peer went away; cheroot closes it
+                self.wfile.flush()
+
+
+class HandshakeInWorker(Connection):
     handshake_done = False
 
     def communicate(self) -> bool:
@@ -151,10 +169,11 @@ class HandshakeInWorker(cheroot_server.HTTPConnection):
                 return False
             self.ssl_env = self.server.ssl_adapter.get_environ(self.socket)
             self.handshake_done = True
-        return bool(super().communicate())  # type: ignore[no-untyped-call]
+        return super().communicate()
 
 
 class Server(wsgi.Server):
+    ConnectionClass = Connection
     # The port's name in log lines.
     label = "tls"
     # Bound by the parent process (workers.listening_socket) and shared with the other workers.
@@ -215,9 +234,8 @@ def phone_servers(settings: Settings, listeners: Listeners, plain_app: Any,
     return [plain, secure]
 
 
-def _make_servers(settings: Settings, listeners: Listeners, cache: ConfigCache,
-                  writer: FetchWriter, with_admin: bool) -> list[Server]:
-    renderer = Renderer(settings)
+def _make_servers(settings: Settings, listeners: Listeners, renderer: Renderer,
+                  cache: ConfigCache, writer: FetchWriter, with_admin: bool) -> list[Server]:
     db = Store(settings)
     servers = phone_servers(settings, listeners,
                             ProvisioningApp("bootstrap", renderer, db, cache, writer),
@@ -265,11 +283,12 @@ def serve_worker(settings: Settings, listeners: Listeners, index: int) -> int:
     """One worker process: every phone port; worker 0 also the operators' pages, the pruning
     of old fetch records and the vendor redirect jobs (each needs to run once)."""
     log_handler = logsink.install()
-    cache = ConfigCache(settings)
+    renderer = Renderer(settings)
+    cache = ConfigCache(settings, on_templates_changed=renderer.forget_templates)
     writer = FetchWriter(Store(settings))
     cache.start()
     writer.start()
-    servers = _make_servers(settings, listeners, cache, writer, with_admin=index == 0)
+    servers = _make_servers(settings, listeners, renderer, cache, writer, with_admin=index == 0)
     for srv in servers:
         srv.prepare()
     stop = threading.Event()

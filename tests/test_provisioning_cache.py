@@ -185,6 +185,34 @@ def test_a_template_changed_on_disk_is_served_within_a_second(
         stack.stop(running.service)
 
 
+def test_a_new_per_model_template_is_served_within_a_second(
+    settings: Settings, conn: psycopg.Connection[Any], new_subscriber: Any, tmp_path: Path,
+) -> None:
+    """The renderer remembers which file a model renders from; a new override for the model
+    must still win, and the cache must not keep the generic file's output."""
+    templates = tmp_path / "templates"
+    generic = templates / "yealink" / "bootstrap" / "MAC.cfg"
+    generic.parent.mkdir(parents=True)
+    generic.write_text("#!version:1.0.0.1\n# every model\n")
+    own = make_settings(tmp_path / "var", db_url=settings.db_url, template_dir=str(templates))
+    mac = add_device(conn, "yealink", [new_subscriber()], model="T54W")
+    running = start_provisioning(own)
+    try:
+        url = bootstrap_url(own, f"{mac}.cfg")
+        assert "# every model" in plain().get(url).text
+        per_model = templates / "yealink" / "bootstrap" / "T54W" / "MAC.cfg"
+        per_model.parent.mkdir()
+        per_model.write_text("#!version:1.0.0.1\n# only the T54W\n")
+        deadline = time.monotonic() + 3
+        while "# only the T54W" not in plain().get(url).text:
+            assert time.monotonic() < deadline, "the new per-model template was not picked up"
+            time.sleep(0.1)
+        time.sleep(1.5)  # past any remembered choice: it stays
+        assert "# only the T54W" in plain().get(url).text
+    finally:
+        stack.stop(running.service)
+
+
 def test_queued_fetch_records_are_written_at_shutdown(
     settings: Settings, conn: psycopg.Connection[Any], new_subscriber: Any,
 ) -> None:

@@ -443,6 +443,33 @@ def test_disabled_vendor_says_so_until_configured(
     assert show(settings, mac)[1]["status"] == "registered"
 
 
+def test_a_bulk_insert_for_a_disabled_vendor_is_skipped_at_once_with_few_log_lines(
+    settings: Settings, conn: Conn, fake: FakeVendor, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A DBA adding thousands of devices for a vendor whose redirect service is not configured
+    gets every job settled (each MAC still shows why) and a handful of log lines, not one
+    line and one transaction per device."""
+    macs = [panasonic_mac() for _ in range(worker.SKIP_LINES + 15)]
+    with conn.transaction():
+        for mac in macs:
+            conn.execute("INSERT INTO autoprov.device (mac, vendor, model)"
+                         " VALUES (%s, 'panasonic', 'KX-UT136')", (mac,))
+
+    with caplog.at_level(logging.INFO, logger="autoprov.redirect"):
+        ran = worker.run_once(settings.replace(panasonic_rcs_url=""))
+
+    assert ran == len(macs)
+    states = dict(conn.execute(
+        "SELECT mac, state FROM autoprov.redirect_job WHERE mac = ANY(%s)", (macs,)).fetchall())
+    assert states == {mac: "skipped" for mac in macs}
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == worker.SKIP_LINES + 1
+    assert "redirect panasonic-rcs: 15 more jobs skipped: Panasonic RCS integration is disabled" \
+        in lines[-1]
+    assert fake.calls_for(macs[0]) == []
+    assert show(settings, macs[-1])[1]["status"] == "skipped"
+
+
 def test_worker_logs_vendor_mac_outcome_and_never_the_password(
     settings: Settings, conn: Conn, fake: FakeVendor, caplog: pytest.LogCaptureFixture,
 ) -> None:

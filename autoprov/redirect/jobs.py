@@ -45,6 +45,7 @@ _RUNNABLE = """
 _CLAIM = f"""
 SELECT j.id, j.service, j.vendor, j.mac, j.action, j.attempts {_RUNNABLE}
    AND j.next_attempt_at <= now()
+   AND j.service = ANY(%(services)s)
  ORDER BY j.next_attempt_at, j.id
  LIMIT 1
  FOR UPDATE OF j SKIP LOCKED
@@ -70,10 +71,38 @@ RETURNING state
 """
 
 
-def claim(conn: Conn) -> Job | None:
-    """The next due job, row-locked until the caller's transaction ends."""
-    row = conn.execute(_CLAIM).fetchone()
+# Jobs of a service this worker has no adapter for cannot run: they are all settled in one
+# statement (a DBA adding 10,000 devices must not cost 10,000 transactions and log lines). Order
+# per MAC does not matter when every one of them is skipped.
+_SKIP = """
+UPDATE autoprov.redirect_job
+   SET state = 'skipped', reason = %(reason)s, updated_at = clock_timestamp()
+ WHERE id IN (SELECT id FROM autoprov.redirect_job
+               WHERE state = 'pending' AND service = %(service)s AND next_attempt_at <= now()
+                 FOR UPDATE SKIP LOCKED)
+RETURNING vendor, mac, action
+"""
+
+
+def claim(conn: Conn, services: list[str]) -> Job | None:
+    """The next due job of one of ``services``, row-locked until the caller's transaction
+    ends."""
+    row = conn.execute(_CLAIM, {"services": services}).fetchone()
     return Job(*row) if row else None
+
+
+def unconfigured_due(conn: Conn, services: list[str]) -> list[str]:
+    """Services, other than ``services``, that have due jobs."""
+    return [str(r[0]) for r in conn.execute(
+        "SELECT DISTINCT service FROM autoprov.redirect_job"
+        " WHERE state = 'pending' AND next_attempt_at <= now() AND service <> ALL(%s)",
+        (services,))]
+
+
+def skip(conn: Conn, service: str, reason: str) -> list[tuple[str, str, str]]:
+    """Mark every due job of ``service`` skipped; returns their (vendor, mac, action)."""
+    rows = conn.execute(_SKIP, {"service": service, "reason": reason}).fetchall()
+    return [(str(v), str(m), str(a)) for v, m, a in rows]
 
 
 def finish(conn: Conn, job: Job, state: str, result: Result | None, reason: str = "",

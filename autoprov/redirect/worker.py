@@ -23,6 +23,8 @@ log = logging.getLogger("autoprov.redirect")
 # With a due job that cannot be claimed (another worker is running it), look again after this.
 _BUSY_RECHECK_S = 1.0
 _DB_RECONNECT_S = 5.0
+# Skipped jobs (service not configured) logged one per line, then one line for the rest.
+SKIP_LINES = 10
 
 
 class Worker:
@@ -35,22 +37,31 @@ class Worker:
     def run_one(self, conn: jobs.Conn) -> bool:
         """Run one due job; False when there is none."""
         with conn.transaction():
-            job = jobs.claim(conn)
+            job = jobs.claim(conn, sorted(self.services))
             if job is None:
                 return False
-            service = self.services.get(job.service)
-            if service is None:
-                reason = registry.unavailable_reason(job.service)
-                jobs.finish(conn, job, "skipped", None, reason=reason)
-                log.warning("redirect %s %s %s: skipped: %s", job.vendor, colon_form(job.mac),
-                            job.action, reason)
-                return True
-            result = self._call(service, job)
+            result = self._call(self.services[job.service], job)
             self._record(conn, job, result)
         return True
 
-    def run_due(self, conn: jobs.Conn, stop: threading.Event | None = None) -> int:
+    def skip_unconfigured(self, conn: jobs.Conn) -> int:
+        """Settle the due jobs of services that are not configured here, in bulk."""
         count = 0
+        for name in jobs.unconfigured_due(conn, sorted(self.services)):
+            reason = registry.unavailable_reason(name)
+            with conn.transaction():
+                skipped = jobs.skip(conn, name, reason)
+            count += len(skipped)
+            for vendor, mac, action in skipped[:SKIP_LINES]:
+                log.warning("redirect %s %s %s: skipped: %s", vendor, colon_form(mac), action,
+                            reason)
+            if len(skipped) > SKIP_LINES:
+                log.warning("redirect %s: %d more jobs skipped: %s", name,
+                            len(skipped) - SKIP_LINES, reason)
+        return count
+
+    def run_due(self, conn: jobs.Conn, stop: threading.Event | None = None) -> int:
+        count = self.skip_unconfigured(conn)
         while not (stop and stop.is_set()) and self.run_one(conn):
             count += 1
         return count
