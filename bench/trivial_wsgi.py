@@ -33,9 +33,11 @@ def main(argv: list[str]) -> int:
     settings = config.load()
     plain_body, tls_body = Path(argv[0]).read_bytes(), Path(argv[1]).read_bytes()
     listeners = server.listen(settings.replace(admin_port=0))
+    phone_tls = server.tls_context(settings)
 
     def serve(index: int) -> int:
-        servers = server.phone_servers(settings, listeners, constant(plain_body, "text/plain"),
+        servers = server.phone_servers(settings, listeners, phone_tls,
+                                       constant(plain_body, "text/plain"),
                                        constant(tls_body, "text/plain"))
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

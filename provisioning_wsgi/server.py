@@ -50,6 +50,7 @@ SOCKET_TIMEOUT_S = 10
 # A fleet rebooting at once connects in bursts: cheroot's default backlog (5) drops them and the
 # phones retry seconds later. The kernel caps this at net.core.somaxconn.
 LISTEN_BACKLOG = 1024
+TLS13_TICKETS = 1
 SHUTDOWN_TIMEOUT_S = 5
 # Fetch records older than this go, except each device's latest per port.
 KEEP_FETCHES = timedelta(days=90)
@@ -68,6 +69,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             raise tls.TlsError(f"server certificate {cert} / key {key}: {exc}") from None
     context.verify_mode = ssl.CERT_REQUIRED
+    # TLS 1.3 session tickets: OpenSSL sends two after every handshake, each sealing the session
+    # with the phone's certificate. One lets a phone resume for the next file it fetches.
+    context.num_tickets = TLS13_TICKETS
     for ca in tls.client_ca_files(settings):
         try:
             context.load_verify_locations(cafile=str(ca))
@@ -100,10 +104,10 @@ def admin_server_files(settings: Settings) -> tuple[Path, Path]:
 class ClientCertAdapter(BuiltinSSLAdapter):
     """cheroot's builtin adapter with our context, handing over an un-handshaken socket."""
 
-    def __init__(self, settings: Settings, admin: bool = False) -> None:
+    def __init__(self, settings: Settings, context: ssl.SSLContext, admin: bool = False) -> None:
         cert, key = admin_server_files(settings) if admin else tls.server_files(settings)
         super().__init__(str(cert), str(key))
-        self.context = admin_tls_context(settings) if admin else tls_context(settings)
+        self.context = context
 
     def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, Any]]:
         wrapped = self.context.wrap_socket(sock, server_side=True,
@@ -224,25 +228,29 @@ def _server(listening: socket.socket, app: Any, threads: int, label: str) -> Ser
     return srv
 
 
-def phone_servers(settings: Settings, listeners: Listeners, plain_app: Any,
-                  tls_app: Any) -> list[Server]:
-    """The two phone ports' servers around the given apps (also the benchmark's baseline)."""
+def phone_servers(settings: Settings, listeners: Listeners, phone_tls: ssl.SSLContext,
+                  plain_app: Any, tls_app: Any) -> list[Server]:
+    """The two phone ports' servers around the given apps (also the benchmark's baseline).
+
+    phone_tls: made once in the parent process, before the workers fork, so that they share
+    its session ticket key: a phone resumes its session with whichever worker it reaches."""
     plain = _server(listeners["bootstrap"], plain_app, PLAIN_THREADS, "bootstrap")
     secure = _server(listeners["tls"], tls_app, TLS_THREADS, "tls")
-    secure.ssl_adapter = ClientCertAdapter(settings)
+    secure.ssl_adapter = ClientCertAdapter(settings, phone_tls)
     secure.ConnectionClass = HandshakeInWorker
     return [plain, secure]
 
 
-def _make_servers(settings: Settings, listeners: Listeners, renderer: Renderer,
-                  cache: ConfigCache, writer: FetchWriter, with_admin: bool) -> list[Server]:
+def _make_servers(settings: Settings, listeners: Listeners, phone_tls: ssl.SSLContext,
+                  renderer: Renderer, cache: ConfigCache, writer: FetchWriter,
+                  with_admin: bool) -> list[Server]:
     db = Store(settings)
-    servers = phone_servers(settings, listeners,
+    servers = phone_servers(settings, listeners, phone_tls,
                             ProvisioningApp("bootstrap", renderer, db, cache, writer),
                             ProvisioningApp("tls", renderer, db, cache, writer))
     if with_admin and "admin" in listeners:
         admin = _server(listeners["admin"], AdminApp(settings), ADMIN_THREADS, "admin")
-        admin.ssl_adapter = ClientCertAdapter(settings, admin=True)
+        admin.ssl_adapter = ClientCertAdapter(settings, admin_tls_context(settings), admin=True)
         admin.ConnectionClass = HandshakeInWorker
         servers.append(admin)
     return servers
@@ -262,7 +270,7 @@ def _prune_forever(db: Store, stop: threading.Event) -> None:
 def serve(settings: Settings) -> int:
     """Serve every port until SIGTERM or SIGINT, from `http_workers` processes."""
     logging.basicConfig(level=logging.INFO, format=logsink.FORMAT, stream=sys.stderr)
-    tls_context(settings)  # unusable TLS material: fail here, not in every worker
+    phone_tls = tls_context(settings)  # unusable TLS material: fail here, not in every worker
     if settings.admin_port:
         admin_tls_context(settings)
     listeners = listen(settings)
@@ -275,11 +283,13 @@ def serve(settings: Settings) -> int:
                  "off until admin_password is set")
     count = workers.count(settings.http_workers)
     if count == 1:
-        return serve_worker(settings, listeners, 0)
-    return workers.supervise(count, lambda index: serve_worker(settings, listeners, index))
+        return serve_worker(settings, listeners, phone_tls, 0)
+    return workers.supervise(count,
+                             lambda index: serve_worker(settings, listeners, phone_tls, index))
 
 
-def serve_worker(settings: Settings, listeners: Listeners, index: int) -> int:
+def serve_worker(settings: Settings, listeners: Listeners, phone_tls: ssl.SSLContext,
+                 index: int) -> int:
     """One worker process: every phone port; worker 0 also the operators' pages, the pruning
     of old fetch records and the vendor redirect jobs (each needs to run once)."""
     log_handler = logsink.install()
@@ -288,7 +298,8 @@ def serve_worker(settings: Settings, listeners: Listeners, index: int) -> int:
     writer = FetchWriter(Store(settings))
     cache.start()
     writer.start()
-    servers = _make_servers(settings, listeners, renderer, cache, writer, with_admin=index == 0)
+    servers = _make_servers(settings, listeners, phone_tls, renderer, cache, writer,
+                            with_admin=index == 0)
     for srv in servers:
         srv.prepare()
     stop = threading.Event()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +238,41 @@ def test_each_fetch_records_exactly_which_changes_the_phone_got(
         got.replace("LIMIT 1", "OFFSET 1 LIMIT 1"), (xid, began, mac)).fetchall()
     assert (xid_during, when_during) == (False, True)  # later in time, yet without the change
     assert conn.execute(got, (xid, began, mac)).fetchone() == (True, True)
+
+
+def _get_over_tls(settings: Settings, context: ssl.SSLContext, path: str,
+                  session: ssl.SSLSession | None) -> tuple[bytes, ssl.SSLSession | None, bool]:
+    """One GET on its own TLS connection; the response, the session to resume, resumed?"""
+    with socket.create_connection(("127.0.0.1", settings.https_port), timeout=5) as raw, \
+            context.wrap_socket(raw, session=session) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: autoprov\r\nConnection: close\r\n\r\n"
+                     .encode())
+        response = b""
+        while chunk := conn.recv(65536):
+            response += chunk
+        return response, conn.session, conn.session_reused
+
+
+def test_a_phone_resumes_its_tls_session_for_its_next_file_and_is_still_itself(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path,
+) -> None:
+    """The server issues a TLS 1.3 ticket; a resumed session still carries the phone's own
+    certificate, so it opens that phone's file and no other."""
+    mac, other = (add_device(conn, "yealink", [new_subscriber()]) for _ in range(2))
+    context = ssl.create_default_context(cafile=str(tls.dev_ca_path(settings)))
+    context.check_hostname = False
+    context.load_cert_chain(*(str(p) for p in phone_cert(settings, tmp_path, "yealink", mac)))
+    path = f"/device/autoprov/config/{device_file('yealink', mac)}"
+
+    first, session, resumed = _get_over_tls(settings, context, path, None)
+    assert first.startswith(b"HTTP/1.1 200 ") and not resumed
+    # Several times: each connection may reach another worker process, and all share the key.
+    for _ in range(6):
+        again, session, resumed = _get_over_tls(settings, context, path, session)
+        assert resumed
+        assert again.split(b"\r\n\r\n", 1)[1] == first.split(b"\r\n\r\n", 1)[1]
+    elsewhere, _, resumed = _get_over_tls(
+        settings, context, f"/device/autoprov/config/{device_file('yealink', other)}", session)
+    assert resumed
+    assert elsewhere.startswith(b"HTTP/1.1 403 ")
