@@ -7,6 +7,8 @@ escape for a line break, so a line break in a value becomes a space: it can neve
 from __future__ import annotations
 
 import re
+import sys
+import unicodedata
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import psycopg
 import pytest
 
 from autoprov.config import Settings
+from provisioning_wsgi.vendors.base import LINE_BREAK_OR_CONTROL, single_line
 from tests.conftest import RunningService
 from tests.provisioning_helpers import add_device, client, config_url, device_file, phone_cert
 
@@ -94,3 +97,14 @@ def test_altered_values_are_reported_without_the_value(
 
     log = provisioning.wait_for_log("the password holds characters a yealink config cannot")
     assert "p<a&s>s" not in log
+
+
+def test_every_line_break_or_control_character_is_caught_and_nothing_else() -> None:
+    """The line-based formats' escape is one regex; it must match Unicode's own categories
+    (Cc, Zl, Zp) exactly, over every code point."""
+    expected = {c for c in range(sys.maxunicode + 1)
+                if unicodedata.category(chr(c)) in ("Cc", "Zl", "Zp")}
+    caught = {c for c in range(sys.maxunicode + 1) if LINE_BREAK_OR_CONTROL.match(chr(c))}
+    assert caught == expected
+    assert single_line("a\r\nb\u2028c\x85d\te") == "a  b c d e"
+    assert single_line(7) == "7"

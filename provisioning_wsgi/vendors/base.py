@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,9 +64,10 @@ def passthrough(value: object) -> str | None:
     return None
 
 
-def is_line_break_or_control(char: str) -> bool:
-    # Cc covers CR, LF, TAB, NUL...; Zl/Zp are line breaks to some parsers (NEL is Cc).
-    return unicodedata.category(char) in ("Cc", "Zl", "Zp")
+# Unicode categories Cc (CR, LF, TAB, NUL...; NEL too), Zl and Zp (line breaks to some parsers):
+# exactly these 67 code points (tests/test_provisioning_escaping.py checks against unicodedata).
+# One regex pass per value: a config renders dozens of values, one per phone per fetch.
+LINE_BREAK_OR_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def single_line(value: object) -> str:
@@ -75,11 +75,11 @@ def single_line(value: object) -> str:
     done = passthrough(value)
     if done is not None:
         return done
-    return "".join(" " if is_line_break_or_control(c) else c for c in str(value))
+    return LINE_BREAK_OR_CONTROL.sub(" ", str(value))
 
 
 def no_line_breaks(value: str) -> bool:
-    return not any(is_line_break_or_control(c) for c in value)
+    return LINE_BREAK_OR_CONTROL.search(value) is None
 
 
 def lines_of(text: str) -> list[str]:
