@@ -15,22 +15,32 @@ Conn = psycopg.Connection[Any]
 _USER_AGENT_MAX = 300
 
 
+def client_address(client_addr: str | None) -> str | None:
+    """The address as the inet column takes it; None if it is none (a unix socket, say)."""
+    try:
+        return str(ipaddress.ip_address(client_addr)) if client_addr else None
+    except ValueError:
+        return None
+
+
+def user_agent_text(user_agent: str | None) -> str | None:
+    """As much of the header as the text column holds: PostgreSQL text cannot hold NUL, which a
+    client may send, and one such row would keep a whole batch of fetches from being recorded."""
+    return user_agent[:_USER_AGENT_MAX].replace("\x00", "") if user_agent else None
+
+
 def record(conn: Conn, device_id: int, port: str, file: str, config_version: str,
            client_addr: str | None, user_agent: str | None, read_snapshot: str) -> None:
     """One fetch; an INSERT only, so concurrent fetches never wait on each other.
 
     read_snapshot: pg_current_snapshot() of the statement that read the served config.
     """
-    try:
-        address = str(ipaddress.ip_address(client_addr)) if client_addr else None
-    except ValueError:
-        address = None
     conn.execute(
         "INSERT INTO autoprov.config_fetch"
         " (device_id, port, file, config_version, client_addr, user_agent, read_snapshot)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s::pg_snapshot)",
-        (device_id, port, file, config_version, address,
-         user_agent[:_USER_AGENT_MAX] if user_agent else None, read_snapshot),
+        (device_id, port, file, config_version, client_address(client_addr),
+         user_agent_text(user_agent), read_snapshot),
     )
 
 

@@ -25,7 +25,6 @@ is back. SIGTERM/SIGINT flush the queue before exiting.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import select
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import psycopg
 
-from autoprov import db
+from autoprov import config_fetch, db
 from autoprov.config import Settings
 from provisioning_wsgi import render, store
 
@@ -209,7 +208,6 @@ class ConfigCache:
 
 FLUSH_INTERVAL_S = 0.05
 MAX_PENDING = 100_000
-_USER_AGENT_MAX = 300
 
 # Rows arrive by COPY (formatted in C by psycopg) into a per-connection staging table; the
 # INSERT then drops rows whose device was deleted meanwhile.
@@ -235,13 +233,6 @@ SELECT v.device_id, v.port, v.file, v.version, v.addr::inet, v.agent, v.snap::pg
 # As queued by a request: the client address and user agent still raw, the time a float
 # (the writer thread checks, trims and converts them, off the request path).
 Row = tuple[int, str, str, str, str | None, str | None, str, float]
-
-
-def _address(client_addr: str | None) -> str | None:
-    try:
-        return str(ipaddress.ip_address(client_addr)) if client_addr else None
-    except ValueError:
-        return None
 
 
 class FetchWriter:
@@ -305,8 +296,8 @@ class FetchWriter:
             conn.execute(_STAGE)
             with conn.cursor() as cur, cur.copy(_COPY) as copy:
                 for n, (*head, addr, agent, snap, at) in enumerate(rows):
-                    copy.write_row((n, *head, _address(addr),
-                                    agent[:_USER_AGENT_MAX] if agent else None, snap,
+                    copy.write_row((n, *head, config_fetch.client_address(addr),
+                                    config_fetch.user_agent_text(agent), snap,
                                     datetime.fromtimestamp(at, UTC)))
             conn.execute(_INSERT)
 
