@@ -42,8 +42,12 @@ from provisioning_wsgi.store import DatabaseUnavailableError, Store
 
 log = logging.getLogger("autoprov.provisioning")
 
-TLS_THREADS = 16
-PLAIN_THREADS = 8
+# Threads per worker process and port. Python runs one thread at a time per process: more
+# threads than the work can use only fight over the GIL (with 16 TLS and 8 plain threads a plain
+# fetch cost half as much again). The TLS port has more because a handshake runs in OpenSSL
+# without the GIL. A client that stalls holds a thread for up to SOCKET_TIMEOUT_S.
+TLS_THREADS = 8
+PLAIN_THREADS = 4
 ADMIN_THREADS = 4
 # Socket timeout: a TLS handshake or a request that takes longer is dropped.
 SOCKET_TIMEOUT_S = 10
