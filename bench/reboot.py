@@ -8,7 +8,6 @@ Baseline: the same requests against nginx serving the very bytes autoprov served
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from autoprov.config import ROOT
 from bench import nginx
 from bench.report import Section, Verdict
 from bench.sipp_load import DOMAIN
-from bench.world import cpu_seconds, postgres_cpu_seconds, world
+from bench.world import cpu_seconds, postgres_cpu_seconds, process_cpu_seconds, world
 from tests.ports import free_port
 from tests.provisioning_helpers import MODELS, OUI, device_file
 
@@ -112,12 +111,6 @@ def _phone_list(fleet: Fleet, work: Path) -> Path:
     return path
 
 
-def _process_cpu(pid: int) -> float:
-    """CPU seconds a running process has used so far (user + system, from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Reboot:
     seconds: float
@@ -139,7 +132,7 @@ def reboot(fleet: Fleet, plain: int, secure: int, ca: Path, work: Path,
         raise RuntimeError(f"the phone simulator did not start: {proc.communicate()[1]}")
     start = time.monotonic()
     server_before = server_cpu()
-    loading = _process_cpu(proc.pid)  # loading the keys happened before the clock started
+    loading = process_cpu_seconds(proc.pid)  # loading the keys happened before the clock started
     out = []
     for line in proc.stdout:
         if line == "done\n":
@@ -148,7 +141,7 @@ def reboot(fleet: Fleet, plain: int, secure: int, ca: Path, work: Path,
     seconds = time.monotonic() - start
     server_used = server_cpu() - server_before
     # Read before it is reaped (a process that exited stays readable until then).
-    client_cpu = _process_cpu(proc.pid) - loading
+    client_cpu = process_cpu_seconds(proc.pid) - loading
     _, err = proc.communicate(timeout=600)  # it writes the saved bodies after "done"
     if proc.returncode != 0:
         raise RuntimeError(f"the phone simulator failed: {err}")

@@ -92,13 +92,17 @@ def world(name: str) -> Iterator[World]:
             shutil.rmtree(base, ignore_errors=True)
 
 
+def _fields(pid: str) -> list[str]:
+    """The PID, then the fields of /proc/PID/stat after the command name."""
+    return [pid, *Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()]
+
+
 def _stats() -> list[list[str]]:
-    """The fields of every live process's /proc/PID/stat after the command name."""
+    """The fields of every live process."""
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            pid = stat.parent.name
-            out.append([pid, *stat.read_text().rsplit(")", 1)[1].split()])
+            out.append(_fields(stat.parent.name))
         except OSError:
             continue
     return out
@@ -112,6 +116,11 @@ def _cpu(fields: list[str]) -> int:
 def cpu_seconds(pgid: int) -> float:
     """User + system CPU of every live process in a process group (Kamailio and its children)."""
     return sum(_cpu(f) for f in _stats() if int(f[3]) == pgid) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU one process has used so far (readable until it is reaped)."""
+    return _cpu(_fields(str(pid))) / os.sysconf("SC_CLK_TCK")
 
 
 def postgres_cpu_seconds(cluster: Cluster) -> float:

@@ -33,11 +33,12 @@ class Worker:
         self.settings = settings
         # Built once, so Yealink's server entry is added once per worker, not per job.
         self.services = registry.build(settings) if services is None else services
+        self._configured = sorted(self.services)
 
     def run_one(self, conn: jobs.Conn) -> bool:
         """Run one due job; False when there is none."""
         with conn.transaction():
-            job = jobs.claim(conn, sorted(self.services))
+            job = jobs.claim(conn, self._configured)
             if job is None:
                 return False
             result = self._call(self.services[job.service], job)
@@ -47,7 +48,7 @@ class Worker:
     def skip_unconfigured(self, conn: jobs.Conn) -> int:
         """Settle the due jobs of services that are not configured here, in bulk."""
         count = 0
-        for name in jobs.unconfigured_due(conn, sorted(self.services)):
+        for name in jobs.unconfigured_due(conn, self._configured):
             reason = registry.unavailable_reason(name)
             with conn.transaction():
                 skipped = jobs.skip(conn, name, reason)
