@@ -21,9 +21,8 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 import psycopg
 
 from autoprov import config_fetch
-from provisioning_wsgi import logsink, store, vendors
+from provisioning_wsgi import identity, logsink, store, vendors
 from provisioning_wsgi.cache import ConfigCache, FetchWriter
-from provisioning_wsgi.identity import certificate_names_mac
 from provisioning_wsgi.render import (
     BOOTSTRAP_PATH,
     CONFIG_PATH,
@@ -141,10 +140,10 @@ class ProvisioningApp:
         if requested is None:
             return _text(404, "malformed-name")
         if self.port == "tls":
-            cert = environ.get("SSL_CLIENT_CERT")
-            if environ.get("SSL_CLIENT_VERIFY") != "SUCCESS" or not isinstance(cert, str):
+            subject = environ.get(identity.SUBJECT_VALUES)
+            if environ.get("SSL_CLIENT_VERIFY") != "SUCCESS" or not isinstance(subject, tuple):
                 return self._deny(client, "no-verified-certificate", file)
-            if requested.mac is not None and not certificate_names_mac(cert, requested.mac):
+            if requested.mac is not None and not identity.subject_names_mac(subject, requested.mac):
                 return self._deny(client, "certificate-names-another-device", file)
         if_none_match = environ.get("HTTP_IF_NONE_MATCH")
         user_agent = environ.get("HTTP_USER_AGENT")

@@ -2,8 +2,9 @@
 
 http_port: plain HTTP, the bootstrap files. https_port: TLS that requires a client certificate
 chaining to one of the configured client CAs; the verified certificate reaches the app as
-SSL_CLIENT_VERIFY / SSL_CLIENT_CERT in the WSGI environ. admin_port: the operators' pages, over
-TLS with no client certificate (a browser has none), so never on either of the phones' ports.
+SSL_CLIENT_VERIFY and its subject's values (identity.SUBJECT_VALUES) in the WSGI environ.
+admin_port: the operators' pages, over TLS with no client certificate (a browser has none), so
+never on either of the phones' ports.
 
 cheroot's builtin adapter does the TLS handshake in its single accept thread, so one client that
 connects and stalls would hold up every other phone. Here the handshake runs in the worker thread
@@ -12,7 +13,6 @@ that serves the connection instead (HandshakeInWorker), bounded by the server's 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import logging
@@ -24,7 +24,7 @@ import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cheroot import server as cheroot_server
 from cheroot import wsgi
@@ -33,7 +33,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from autoprov import config_fetch, tls
 from autoprov.config import ROOT, Settings
 from autoprov.redirect.worker import run_worker
-from provisioning_wsgi import logsink, sockfile, workers
+from provisioning_wsgi import identity, logsink, sockfile, workers
 from provisioning_wsgi.admin.app import AdminApp
 from provisioning_wsgi.app import ProvisioningApp
 from provisioning_wsgi.cache import ConfigCache, FetchWriter
@@ -122,18 +122,13 @@ class ClientCertAdapter(BuiltinSSLAdapter):
         """Only what the apps read. cheroot's own version also fetches the TLS session and
         walks the context's cipher list on every connection: half the GIL time of a TLS
         fetch, for variables nobody reads."""
-        der = sock.getpeercert(binary_form=True)
-        if not der:
+        # Only a certificate the context verified is decoded (the admin port asks for none).
+        decoded = sock.getpeercert() if self.context.verify_mode == ssl.CERT_REQUIRED else None
+        if not decoded:
             return {"HTTPS": "on", "SSL_CLIENT_VERIFY": "NONE"}
-        # The context requires a certificate and verified it, or the handshake failed.
-        return {"HTTPS": "on", "SSL_CLIENT_VERIFY": "SUCCESS", "SSL_CLIENT_CERT": _pem(der)}
-
-
-def _pem(der: bytes) -> str:
-    # ssl.DER_cert_to_PEM_cert, without its slow textwrap.
-    text = base64.b64encode(der).decode("ascii")
-    lines = [text[i:i + 64] for i in range(0, len(text), 64)]
-    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----"
+        return {"HTTPS": "on", "SSL_CLIENT_VERIFY": "SUCCESS",
+                identity.SUBJECT_VALUES: identity.subject_values(
+                    cast("identity.DecodedSubject", decoded.get("subject", ())))}
 
 
 def _token(text: str) -> str:
