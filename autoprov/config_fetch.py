@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ Conn = psycopg.Connection[Any]
 _USER_AGENT_MAX = 300
 
 
+@functools.lru_cache(maxsize=4096)  # a fleet fetches from far fewer addresses than it fetches
 def client_address(client_addr: str | None) -> str | None:
     """The address as the inet column takes it; None if it is none (a unix socket, say)."""
     try:
