@@ -140,13 +140,13 @@ def _describe(section: Section, sizes: Sizes, best: dict[tuple[str, str], HttpRu
         f"`GET {CONFIG}<mac>.cfg` ({tls_len} bytes, the full config) with the phone's client "
         f"certificate, with `ab -c {httpload.CONNECTIONS} -E client.pem` (a new TLS connection "
         "and full handshake per request; wrk cannot present a client certificate). "
-        f"{sizes.seconds:.0f} s per run, best of {sizes.rounds} rounds; the servers take turns "
-        "so background load hits them alike. autoprov serve does per request what it does for "
-        "a phone: look the device up, render the template, record the fetch in "
-        "`autoprov.config_fetch`, log an access line. The trivial app serves the same bytes "
-        "from memory through the same cheroot server, thread counts and TLS adapter; nginx "
-        "(2 workers) serves them as files, TLS with `ssl_verify_client on` and the same "
-        "certificates.", "")
+        f"{sizes.seconds:.0f} s per run, best of {sizes.rounds} rounds; the servers take turns, "
+        "a different one first each round, so background load hits them alike. autoprov serve "
+        "does per request what it does for a phone: look the device up, render the template, "
+        "record the fetch in `autoprov.config_fetch`, log an access line. The trivial app "
+        "serves the same bytes from memory through the same cheroot server, thread counts and "
+        "TLS adapter; nginx (2 workers) serves them as files, TLS with `ssl_verify_client on` "
+        "and the same certificates.", "")
     rows = []
     for kind, label in (("plain", "1445 plain"), ("tls", "1444 TLS")):
         for name in ("autoprov serve", trivial, ng):
