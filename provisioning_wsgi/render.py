@@ -34,7 +34,9 @@ RESYNC_INTERVAL = timedelta(hours=24)
 _SAFE_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Which template a (vendor, port, model, file) renders from is looked up on disk at most this
 # often: Jinja caches templates it found, not the per-model names it did not (a stat and an
-# exception each, per render). A new or edited override is seen within this time; the rendered
+# exception each, per render). Jinja's own check of a loaded template's file (auto_reload, a
+# stat per template and per include, per render) is replaced by one pass over the loaded
+# templates this often. A new or edited override is seen within this time; the rendered
 # configs' cache, which watches the files too, calls forget_templates() when it sees a change.
 TEMPLATE_RECHECK_S = 1.0
 MAX_CHOICES = 4096
@@ -124,7 +126,7 @@ def _environment(vendor: Vendor, template_dir: str) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        auto_reload=True,
+        auto_reload=False,  # Renderer._check_files looks at the files instead
     )
 
 
@@ -136,6 +138,7 @@ class Renderer:
         self._urls = urls(settings)
         self._choices: dict[tuple[str, ...], tuple[float, jinja2.Template]] = {}
         self._generation = 0
+        self._files_checked = time.monotonic()
 
     def bootstrap(self, requested: Requested, device: Device | None) -> Rendered:
         """The generic file for the plain-HTTP port: it never sees a line."""
@@ -171,6 +174,7 @@ class Renderer:
         names = [f"{vendor.name}/{port}/{requested.template}"]
         if device is not None and _SAFE_MODEL.match(device.model):
             names.insert(0, f"{vendor.name}/{port}/{device.model}/{requested.template}")
+        self._check_files()
         try:
             text = self._template(vendor.name, names).render(context)
         except jinja2.TemplateError as exc:
@@ -178,9 +182,23 @@ class Renderer:
         return Rendered(vendor.finish(text), vendor.content_type)
 
     def forget_templates(self) -> None:
-        """Templates changed on disk: look every choice up again."""
+        """Templates changed on disk: look every choice up again, and load every file again."""
         self._generation += 1
         self._choices = {}
+        for environment in self._environments.values():
+            if environment.cache is not None:
+                environment.cache.clear()
+
+    def _check_files(self) -> None:
+        now = time.monotonic()
+        if now - self._files_checked < TEMPLATE_RECHECK_S:
+            return
+        self._files_checked = now
+        for environment in self._environments.values():
+            loaded = list(environment.cache.values()) if environment.cache is not None else []
+            if not all(template.is_up_to_date for template in loaded):
+                self.forget_templates()
+                return
 
     def _template(self, vendor: str, names: list[str]) -> jinja2.Template:
         key = (vendor, *names)

@@ -19,7 +19,8 @@ import requests
 
 from autoprov import db, stack
 from autoprov.config import Settings
-from provisioning_wsgi import cache, store
+from provisioning_wsgi import cache, store, vendors
+from provisioning_wsgi.render import Device, Renderer
 from tests.conftest import RunningService, make_settings, start_provisioning
 from tests.provisioning_helpers import (
     add_device,
@@ -248,3 +249,27 @@ def test_an_answer_read_before_an_invalidation_is_not_kept(settings: Settings) -
     configs.put(key, None, "unknown", configs.epoch())
     configs.invalidate("9 001565000001")  # device 9 created with that MAC
     assert key not in configs._entries
+
+
+def test_an_edited_include_is_rendered_within_a_second_by_the_renderer_alone(
+        tmp_path: Path) -> None:
+    """Jinja no longer stats every template on every render; the renderer itself looks at the
+    loaded files (includes too) once a second, with or without the rendered-config cache."""
+    templates = tmp_path / "templates"
+    (templates / "yealink" / "bootstrap").mkdir(parents=True)
+    (templates / "yealink" / "bootstrap" / "MAC.cfg").write_text(
+        '#!version:1.0.0.1\n{% include "yealink/_part.cfg" %}')
+    part = templates / "yealink" / "_part.cfg"
+    part.write_text("# first\n")
+    renderer = Renderer(make_settings(tmp_path / "var", template_dir=str(templates)))
+    requested = vendors.parse("001565000001.cfg")
+    assert requested is not None
+    device = Device(1, "001565000001", "yealink", "T46U")
+    assert b"# first" in renderer.bootstrap(requested, device).body
+    part.write_text("# second\n")
+    later = time.time() + 5
+    os.utime(part, (later, later))  # a new mtime even on a coarse clock
+    deadline = time.monotonic() + 3
+    while b"# second" not in renderer.bootstrap(requested, device).body:
+        assert time.monotonic() < deadline, "the edited include was not picked up"
+        time.sleep(0.1)
