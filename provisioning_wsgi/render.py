@@ -13,6 +13,7 @@ import hashlib
 import logging
 import re
 import time
+import types
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -136,6 +137,8 @@ class Renderer:
         self._environments = {name: _environment(vendor, settings.template_dir)
                               for name, vendor in VENDORS.items()}
         self._urls = urls(settings)
+        # Settings do not change while the renderer lives; read-only, as every render shares it.
+        self._sip = types.MappingProxyType(sip_server(settings))
         self._choices: dict[tuple[str, ...], tuple[float, jinja2.Template]] = {}
         self._generation = 0
         self._files_checked = time.monotonic()
@@ -146,7 +149,7 @@ class Renderer:
 
     def config(self, requested: Requested, device: Device | None, lines: list[Line]) -> Rendered:
         """The full file for the TLS port."""
-        extra: dict[str, Any] = {"sip": sip_server(self.settings), "lines": lines}
+        extra: dict[str, Any] = {"sip": self._sip, "lines": lines}
         if device is not None:
             by_number = {line.number: line for line in lines}
             count = max([requested.vendor.line_slots, *by_number])
