@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoprov import tls
-from autoprov.config import ROOT
+from autoprov.config import ROOT, Settings
 from bench import nginx
 from bench.report import Section, Verdict
 from bench.sipp_load import DOMAIN
-from bench.world import cpu_seconds, postgres_cpu_seconds, process_cpu_seconds, world
+from bench.world import World, cpu_seconds, postgres_cpu_seconds, process_cpu_seconds, world
 from tests.ports import free_port
 from tests.provisioning_helpers import MODELS, OUI, device_file
 
@@ -170,34 +170,14 @@ def run(quick: bool) -> Section:
         setup = time.monotonic() - t0
         ours: list[Reboot] = []
         theirs: list[Reboot] = []
-        ng_pgid = 0
+        baseline: tuple[int, int, int] | None = None  # nginx's plain and TLS ports, its pgid
         for round_ in range(sizes.rounds):
-            # Started afresh each round: after a power cut the server has rebooted too, and
-            # nothing of the last round is left in its memory.
-            service = w.provisioning(settings)
-            assert service.service.process is not None
-            pgid = service.service.process.pid
-            if round_ == 0:  # the service works off the new devices' vendor-redirect jobs:
-                _settle_redirect_jobs(w.cluster.url())  # the DBA's insert settling, not a reboot
-
-            def autoprov_cpu(pgid: int = pgid) -> float:
-                return cpu_seconds(pgid) + postgres_cpu_seconds(w.cluster)
-
             served = w.base / f"served{round_}"
-            served.mkdir()
-            ours.append(reboot(fleet, settings.http_port, settings.https_port, ca_cert, w.base,
-                               autoprov_cpu, served))
-            w.stop(service)
-            if not ng_pgid:
-                ng_plain, ng_tls = free_port(), free_port()
-                files = {"/" + str(p.relative_to(served)): p.read_bytes()
-                         for p in served.rglob("*") if p.is_file()}
-                ng = nginx.start(settings, w.base / "nginx", files, ng_plain, ng_tls)
-                w.running.append(ng)
-                assert ng.service.process is not None
-                ng_pgid = ng.service.process.pid
-            theirs.append(reboot(fleet, ng_plain, ng_tls, ca_cert, w.base,
-                                 functools.partial(cpu_seconds, ng_pgid)))
+            ours.append(_autoprov_round(w, settings, fleet, ca_cert, served, first=round_ == 0))
+            if baseline is None:  # nginx serves the very bytes autoprov served
+                baseline = _start_nginx(w, settings, served)
+            theirs.append(reboot(fleet, baseline[0], baseline[1], ca_cert, w.base,
+                                 functools.partial(cpu_seconds, baseline[2])))
         with w.connect() as conn:
             row = conn.execute("SELECT count(*) FILTER (WHERE port = 'bootstrap'),"
                                " count(*) FILTER (WHERE port = 'tls')"
@@ -206,6 +186,33 @@ def run(quick: bool) -> Section:
     section.seconds = time.monotonic() - started
     _describe(section, sizes, ours, theirs, recorded, setup)
     return section
+
+
+def _autoprov_round(w: World, settings: Settings, fleet: Fleet, ca_cert: Path, served: Path,
+                    first: bool) -> Reboot:
+    """One reboot against autoprov started afresh: after a power cut the server has rebooted
+    too, and nothing of an earlier round is left in its memory."""
+    service = w.provisioning(settings)
+    assert service.service.process is not None
+    pgid = service.service.process.pid
+    if first:  # the service works off the new devices' vendor-redirect jobs:
+        _settle_redirect_jobs(w.cluster.url())  # the DBA's insert settling, not the reboot
+    served.mkdir()
+    try:
+        return reboot(fleet, settings.http_port, settings.https_port, ca_cert, w.base,
+                      lambda: cpu_seconds(pgid) + postgres_cpu_seconds(w.cluster), served)
+    finally:
+        w.stop(service)
+
+
+def _start_nginx(w: World, settings: Settings, served: Path) -> tuple[int, int, int]:
+    plain, secure = free_port(), free_port()
+    files = {"/" + str(p.relative_to(served)): p.read_bytes()
+             for p in served.rglob("*") if p.is_file()}
+    ng = nginx.start(settings, w.base / "nginx", files, plain, secure)
+    w.running.append(ng)
+    assert ng.service.process is not None
+    return plain, secure, ng.service.process.pid
 
 
 def _median(runs: list[Reboot]) -> Reboot:
