@@ -33,12 +33,12 @@ CONFIG_PATH = "/device/autoprov/config/"
 # How often phones fetch their config unasked; a NOTIFY makes them fetch at once.
 RESYNC_INTERVAL = timedelta(hours=24)
 _SAFE_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-# Which template a (vendor, port, model, file) renders from is looked up on disk at most this
-# often: Jinja caches templates it found, not the per-model names it did not (a stat and an
-# exception each, per render). Jinja's own check of a loaded template's file (auto_reload, a
-# stat per template and per include, per render) is replaced by one pass over the loaded
-# templates this often. A new or edited override is seen within this time; the rendered
-# configs' cache, which watches the files too, calls forget_templates() when it sees a change.
+# How often the renderer looks at the template files, instead of per render: Jinja's own check
+# (auto_reload) stats every template and include on every render, and Jinja does not remember
+# the per-model names it did not find (a stat and an exception each). Once a period the loaded
+# templates are checked (any change: everything is loaded again) and the choice of file per
+# (vendor, port, model, file) is made again, so a new or edited override is seen within it. The
+# rendered configs' cache, which watches the files too, calls forget_templates() on a change.
 TEMPLATE_RECHECK_S = 1.0
 MAX_CHOICES = 4096
 
@@ -139,7 +139,7 @@ class Renderer:
         self._urls = urls(settings)
         # Settings do not change while the renderer lives; read-only, as every render shares it.
         self._sip = types.MappingProxyType(sip_server(settings))
-        self._choices: dict[tuple[str, ...], tuple[float, jinja2.Template]] = {}
+        self._choices: dict[tuple[str, ...], jinja2.Template] = {}
         self._generation = 0
         self._files_checked = time.monotonic()
 
@@ -202,20 +202,20 @@ class Renderer:
             if not all(template.is_up_to_date for template in loaded):
                 self.forget_templates()
                 return
+        self._choices = {}  # nothing loaded changed; a new per-model file may have come
 
     def _template(self, vendor: str, names: list[str]) -> jinja2.Template:
         key = (vendor, *names)
-        now = time.monotonic()
         chosen = self._choices.get(key)
-        if chosen is not None and now - chosen[0] < TEMPLATE_RECHECK_S:
-            return chosen[1]
+        if chosen is not None:
+            return chosen
         generation = self._generation
         template = self._environments[vendor].select_template(names)
         choices = self._choices
         if generation == self._generation:  # not a choice made before a change was seen
             if len(choices) >= MAX_CHOICES:  # models come from the database: bound it
                 choices.clear()
-            choices[key] = (now, template)
+            choices[key] = template
         return template
 
     @staticmethod

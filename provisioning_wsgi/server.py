@@ -144,11 +144,10 @@ class Connection(cheroot_server.HTTPConnection):
         # connection (4 % of a fetch's GIL time); those are for UNIX sockets, never served here.
         self.server = server
         self.socket = sock
-        self.rfile = sockfile.makefile(sock, "rb", self.rbufsize)
-        self.wfile = sockfile.makefile(sock, "wb", self.wbufsize)
+        self.wfile = sockfile.SocketWriter(sock)
+        self.rfile = sockfile.SocketReader(sock, self.rbufsize)
+        self.rfile.before_wait = self.wfile.flush
         self.requests_seen = 0
-        if isinstance(self.rfile, sockfile.SocketReader):
-            self.rfile.before_wait = self.wfile.flush
 
     def communicate(self) -> bool:
         try:

@@ -124,8 +124,3 @@ class SocketWriter:
     def close(self) -> None:
         self.closed = True
 
-
-def makefile(sock: socket.socket, mode: str = "r",
-             bufsize: int = MIN_CHUNK) -> SocketReader | SocketWriter:
-    """cheroot's MakeFile signature."""
-    return SocketReader(sock, bufsize) if "r" in mode else SocketWriter(sock)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from autoprov.config import Settings
-from provisioning_wsgi.sockfile import MAX_HELD, SocketReader, SocketWriter, makefile
+from provisioning_wsgi.sockfile import MAX_HELD, SocketReader, SocketWriter
 from tests.conftest import RunningService
 
 
@@ -63,8 +63,7 @@ def test_a_silent_peer_times_out(pair: tuple[socket.socket, socket.socket]) -> N
 def test_a_response_is_held_until_flushed_then_sent_whole(
         pair: tuple[socket.socket, socket.socket]) -> None:
     ours, peer = pair
-    writer = makefile(ours, "wb")
-    assert isinstance(writer, SocketWriter)
+    writer = SocketWriter(ours)
     assert writer.write(b"HTTP/1.1 200 OK\r\n\r\n") == 19
     assert writer.write(b"body") == 4
     peer.settimeout(0.1)
