@@ -11,8 +11,9 @@ normally a millisecond or so after the commit.
 Until the listener is connected (at start, or while the database is away) nothing is cached or
 served from the cache, so an unreachable database still answers 503. An entry is stored only if
 no invalidation arrived since its read began (the epoch), and while a notification is waiting
-unread on the listener's socket the cache is bypassed. Templates: their files' mtimes are looked
-at no more than once a second; any change empties the cache.
+unread on the listener's socket the cache is bypassed. Templates: the renderer watches their
+files (the listener thread asks it about once a second, as cache hits render nothing); any change
+empties the cache.
 
 FetchWriter: fetches are queued and INSERTed every FLUSH_INTERVAL_S in one transaction, each row
 with its own read_snapshot and fetched_at (the time of the request). The trade-off: a fetch is
@@ -24,14 +25,10 @@ is back. SIGTERM/SIGINT flush the queue before exiting.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import select
 import threading
 import time
-from collections.abc import Callable, Hashable
-from pathlib import Path
 
 import psycopg
 
@@ -43,18 +40,18 @@ log = logging.getLogger("autoprov.provisioning")
 
 CHANNEL = "autoprov_config"
 MAX_ENTRIES = 100_000
-TEMPLATE_CHECK_S = 1.0
 RECONNECT_S = 1.0
 
 Key = tuple[str, str, str]  # port, mac, file
 
 
 class ConfigCache:
-    def __init__(self, settings: Settings,
-                 on_templates_changed: Callable[[], None] | None = None) -> None:
+    def __init__(self, settings: Settings, renderer: render.Renderer | None = None) -> None:
         self.settings = settings
-        # Called before the cache is emptied (the renderer's own memory of template files).
-        self._on_templates_changed = on_templates_changed
+        # Whose templates the cached configs are rendered from: asked by the listener thread.
+        self._renderer = renderer
+        if renderer is not None:
+            renderer.on_templates_changed(self.flush)
         self._lock = threading.Lock()
         self._entries: dict[Key, tuple[int | None, object]] = {}
         self._by_device: dict[int, set[Key]] = {}
@@ -63,8 +60,6 @@ class ConfigCache:
         self._fd = -1  # the listener's socket while it is connected, else -1
         # Watches _fd: one cheap system call per cache hit (select.select builds lists).
         self._unread: select.epoll | None = None
-        self._templates_checked = 0.0
-        self._templates = self._template_signature()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -77,9 +72,6 @@ class ConfigCache:
     def get(self, key: Key) -> object | None:
         if self._fd < 0:
             return None
-        now = time.monotonic()
-        if now - self._templates_checked >= TEMPLATE_CHECK_S:
-            self._check_templates(now)
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -127,34 +119,6 @@ class ConfigCache:
             for key in keys:
                 self._entries.pop(key, None)
 
-    def _template_signature(self) -> Hashable:
-        roots = [render.TEMPLATES]
-        if self.settings.template_dir:
-            roots.append(Path(self.settings.template_dir))
-        seen: list[tuple[str, int]] = []
-        for root in roots:
-            for dirpath, _dirs, files in os.walk(root):
-                with contextlib.suppress(OSError):
-                    seen.append((dirpath, os.stat(dirpath).st_mtime_ns))
-                for name in files:
-                    path = os.path.join(dirpath, name)
-                    with contextlib.suppress(OSError):
-                        seen.append((path, os.stat(path).st_mtime_ns))
-        return tuple(sorted(seen))
-
-    def _check_templates(self, now: float) -> None:
-        with self._lock:
-            if now - self._templates_checked < TEMPLATE_CHECK_S:
-                return
-            self._templates_checked = now
-        signature = self._template_signature()
-        if signature != self._templates:
-            self._templates = signature
-            log.info("templates changed on disk: cached configs dropped")
-            if self._on_templates_changed is not None:
-                self._on_templates_changed()
-            self.flush()
-
     # -- the listener thread -----------------------------------------------------------------
 
     def start(self) -> None:
@@ -195,6 +159,8 @@ class ConfigCache:
                         while not self._stop.is_set():
                             for notify in conn.notifies(timeout=1.0):
                                 self.invalidate(notify.payload)
+                            if self._renderer is not None:
+                                self._renderer.check_templates()
                     finally:
                         self._disconnected()  # before the socket closes: no hit meanwhile
             except (psycopg.Error, OSError) as exc:

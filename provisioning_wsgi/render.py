@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import re
+import threading
 import time
 import types
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -33,12 +36,11 @@ CONFIG_PATH = "/device/autoprov/config/"
 # How often phones fetch their config unasked; a NOTIFY makes them fetch at once.
 RESYNC_INTERVAL = timedelta(hours=24)
 _SAFE_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-# How often the renderer looks at the template files, instead of per render: Jinja's own check
+# How often the template directories are looked at, instead of per render: Jinja's own check
 # (auto_reload) stats every template and include on every render, and Jinja does not remember
-# the per-model names it did not find (a stat and an exception each). Once a period the loaded
-# templates are checked (any change: everything is loaded again) and the choice of file per
-# (vendor, port, model, file) is made again, so a new or edited override is seen within it. The
-# rendered configs' cache, which watches the files too, calls forget_templates() on a change.
+# the per-model names it did not find (a stat and an exception each). The renderer is the one
+# watcher of the files: renders and the rendered-config cache's listener thread ask it (see
+# Renderer.check_templates), so an edited, new or removed file is seen within about this long.
 TEMPLATE_RECHECK_S = 1.0
 MAX_CHOICES = 4096
 
@@ -115,6 +117,20 @@ def sip_server(settings: Settings) -> dict[str, Any]:
             "hostport": f"{host_for_url(host)}:{port}"}
 
 
+def template_files(roots: list[Path]) -> Hashable:
+    """Every directory and file under the roots with its mtime: what a change shows in (an edit,
+    a new per-model file, a removed override)."""
+    seen: list[tuple[str, int]] = []
+    for root in roots:
+        for dirpath, _dirs, files in os.walk(root):
+            for path in (dirpath, *(os.path.join(dirpath, name) for name in files)):
+                try:
+                    seen.append((path, os.stat(path).st_mtime_ns))
+                except OSError:  # removed while we looked: the next look sees it gone
+                    continue
+    return tuple(sorted(seen))
+
+
 def _environment(vendor: Vendor, template_dir: str) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if template_dir:
@@ -127,7 +143,7 @@ def _environment(vendor: Vendor, template_dir: str) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        auto_reload=False,  # Renderer._check_files looks at the files instead
+        auto_reload=False,  # Renderer.check_templates looks at the files instead
     )
 
 
@@ -141,7 +157,12 @@ class Renderer:
         self._sip = types.MappingProxyType(sip_server(settings))
         self._choices: dict[tuple[str, ...], jinja2.Template] = {}
         self._generation = 0
+        self._roots = [Path(settings.template_dir)] if settings.template_dir else []
+        self._roots.append(TEMPLATES)
+        self._files = template_files(self._roots)
         self._files_checked = time.monotonic()
+        self._check_lock = threading.Lock()
+        self._on_change: list[Callable[[], None]] = []
 
     def bootstrap(self, requested: Requested, device: Device | None) -> Rendered:
         """The generic file for the plain-HTTP port: it never sees a line."""
@@ -177,32 +198,42 @@ class Renderer:
         names = [f"{vendor.name}/{port}/{requested.template}"]
         if device is not None and _SAFE_MODEL.match(device.model):
             names.insert(0, f"{vendor.name}/{port}/{device.model}/{requested.template}")
-        self._check_files()
+        self.check_templates()
         try:
             text = self._template(vendor.name, names).render(context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {names[-1]}: {exc}") from exc
         return Rendered(vendor.finish(text), vendor.content_type)
 
-    def forget_templates(self) -> None:
-        """Templates changed on disk: look every choice up again, and load every file again."""
+    def on_templates_changed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after the templates changed on disk (the config cache empties)."""
+        self._on_change.append(callback)
+
+    def check_templates(self) -> None:
+        """At most once per TEMPLATE_RECHECK_S, look at the template directories; on any change
+        forget every loaded template and every choice of file, then tell the listeners.
+
+        Forgetting comes first, so whatever is rendered after a listener has acted is rendered
+        from the new files."""
+        if time.monotonic() - self._files_checked < TEMPLATE_RECHECK_S:
+            return
+        with self._check_lock:  # one thread walks the directories; the others go on
+            now = time.monotonic()
+            if now - self._files_checked < TEMPLATE_RECHECK_S:
+                return
+            self._files_checked = now
+            files = template_files(self._roots)
+            if files == self._files:
+                return
+            self._files = files
+        log.info("templates changed on disk: templates loaded again, cached configs dropped")
         self._generation += 1
         self._choices = {}
         for environment in self._environments.values():
             if environment.cache is not None:
                 environment.cache.clear()
-
-    def _check_files(self) -> None:
-        now = time.monotonic()
-        if now - self._files_checked < TEMPLATE_RECHECK_S:
-            return
-        self._files_checked = now
-        for environment in self._environments.values():
-            loaded = list(environment.cache.values()) if environment.cache is not None else []
-            if not all(template.is_up_to_date for template in loaded):
-                self.forget_templates()
-                return
-        self._choices = {}  # nothing loaded changed; a new per-model file may have come
+        for callback in self._on_change:
+            callback()
 
     def _template(self, vendor: str, names: list[str]) -> jinja2.Template:
         key = (vendor, *names)

@@ -298,7 +298,7 @@ def serve_worker(settings: Settings, listeners: Listeners, phone_tls: ssl.SSLCon
     of old fetch records and the vendor redirect jobs (each needs to run once)."""
     log_handler = logsink.install()
     renderer = Renderer(settings)
-    cache = ConfigCache(settings, on_templates_changed=renderer.forget_templates)
+    cache = ConfigCache(settings, renderer)
     writer = FetchWriter(Store(settings))
     cache.start()
     writer.start()

@@ -273,3 +273,29 @@ def test_an_edited_include_is_rendered_within_a_second_by_the_renderer_alone(
     while b"# second" not in renderer.bootstrap(requested, device).body:
         assert time.monotonic() < deadline, "the edited include was not picked up"
         time.sleep(0.1)
+
+
+def test_a_removed_per_model_template_gives_way_to_the_generic_one_within_a_second(
+        tmp_path: Path) -> None:
+    """The renderer remembers which file a model renders from; when an operator removes the
+    model's override, the generic file is rendered again (and the cache hears of it)."""
+    templates = tmp_path / "templates"
+    generic = templates / "yealink" / "bootstrap" / "MAC.cfg"
+    per_model = templates / "yealink" / "bootstrap" / "T54W" / "MAC.cfg"
+    per_model.parent.mkdir(parents=True)
+    generic.write_text("#!version:1.0.0.1\n# every model\n")
+    per_model.write_text("#!version:1.0.0.1\n# only the T54W\n")
+    renderer = Renderer(make_settings(tmp_path / "var", template_dir=str(templates)))
+    changes: list[str] = []
+    renderer.on_templates_changed(lambda: changes.append("changed"))
+    requested = vendors.parse("001565000001.cfg")
+    assert requested is not None
+    device = Device(1, "001565000001", "yealink", "T54W")
+    assert b"# only the T54W" in renderer.bootstrap(requested, device).body
+
+    per_model.unlink()
+    deadline = time.monotonic() + 3
+    while b"# every model" not in renderer.bootstrap(requested, device).body:
+        assert time.monotonic() < deadline, "the removed override is still rendered"
+        time.sleep(0.1)
+    assert changes == ["changed"]

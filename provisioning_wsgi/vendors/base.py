@@ -72,10 +72,14 @@ LINE_BREAK_OR_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def single_line(value: object) -> str:
     """For line-based formats: no character of a value can end its line and start a key."""
+    if type(value) is int:  # line numbers, seconds: most of what a template prints
+        return str(value)
     done = passthrough(value)
     if done is not None:
         return done
-    return LINE_BREAK_OR_CONTROL.sub(" ", str(value))
+    text = str(value)
+    # Cc, Zl and Zp are all unprintable: a printable text (the usual one) has nothing to replace.
+    return text if text.isprintable() else LINE_BREAK_OR_CONTROL.sub(" ", text)
 
 
 def no_line_breaks(value: str) -> bool:

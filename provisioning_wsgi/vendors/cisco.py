@@ -20,11 +20,19 @@ _SPECIAL = re.compile("[&<>\"'\t\n\r]")
 
 
 def escape(value: object) -> str:
+    if type(value) is int:  # line numbers, seconds: most of what a template prints
+        return str(value)
     done = passthrough(value)
     if done is not None:
         return done
-    text = _NOT_XML_CHAR.sub(" ", str(value))
-    return _SPECIAL.sub(lambda m: _ENTITIES[m.group(0)], text)
+    text = str(value)
+    if not text.isprintable():  # what XML cannot carry is all unprintable (controls, U+FFFE...)
+        text = _NOT_XML_CHAR.sub(" ", text)
+    return _SPECIAL.sub(_entity, text)
+
+
+def _entity(match: re.Match[str]) -> str:
+    return _ENTITIES[match.group(0)]
 
 
 def representable(value: str) -> bool:
