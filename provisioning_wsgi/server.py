@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from cheroot import server as cheroot_server
 from cheroot import wsgi
+from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from autoprov import config_fetch, tls
@@ -106,12 +107,26 @@ def admin_server_files(settings: Settings) -> tuple[Path, Path]:
 
 
 class ClientCertAdapter(BuiltinSSLAdapter):
-    """cheroot's builtin adapter with our context, handing over an un-handshaken socket."""
+    """cheroot's builtin adapter with our context, handing over an un-handshaken socket.
+
+    BuiltinSSLAdapter's own set-up is skipped: it builds a context of its own and handshakes
+    with itself over loopback to describe the server certificate, for SSL_SERVER_* variables no
+    app reads."""
 
     def __init__(self, settings: Settings, context: ssl.SSLContext, admin: bool = False) -> None:
         cert, key = admin_server_files(settings) if admin else tls.server_files(settings)
-        super().__init__(str(cert), str(key))
+        Adapter.__init__(self, str(cert), str(key))
         self.context = context
+
+    # cheroot's setter also hooks a Python callback into every handshake that names a server
+    # (SNI), to tag the socket with a name no app reads: the GIL taken inside each handshake.
+    @property
+    def context(self) -> ssl.SSLContext:
+        return self._context
+
+    @context.setter
+    def context(self, context: ssl.SSLContext) -> None:
+        self._context = context
 
     def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, Any]]:
         wrapped = self.context.wrap_socket(sock, server_side=True,

@@ -246,10 +246,11 @@ def test_each_fetch_records_exactly_which_changes_the_phone_got(
 
 
 def _get_over_tls(settings: Settings, context: ssl.SSLContext, path: str,
-                  session: ssl.SSLSession | None) -> tuple[bytes, ssl.SSLSession | None, bool]:
+                  session: ssl.SSLSession | None, server_name: str | None = None,
+                  ) -> tuple[bytes, ssl.SSLSession | None, bool]:
     """One GET on its own TLS connection; the response, the session to resume, resumed?"""
     with socket.create_connection(("127.0.0.1", settings.https_port), timeout=5) as raw, \
-            context.wrap_socket(raw, session=session) as conn:
+            context.wrap_socket(raw, session=session, server_hostname=server_name) as conn:
         conn.sendall(f"GET {path} HTTP/1.1\r\nHost: autoprov\r\nConnection: close\r\n\r\n"
                      .encode())
         response = b""
@@ -281,3 +282,21 @@ def test_a_phone_resumes_its_tls_session_for_its_next_file_and_is_still_itself(
         settings, context, f"/device/autoprov/config/{device_file('yealink', other)}", session)
     assert resumed
     assert elsewhere.startswith(b"HTTP/1.1 403 ")
+
+
+def test_a_phone_that_names_the_server_in_its_handshake_gets_its_file(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path,
+) -> None:
+    """Firmware connecting to a host name sends it (SNI) in the handshake; the server answers
+    whatever the name, with the same certificate check."""
+    mac = add_device(conn, "yealink", [new_subscriber()])
+    context = ssl.create_default_context(cafile=str(tls.dev_ca_path(settings)))
+    context.check_hostname = False
+    context.load_cert_chain(*(str(p) for p in phone_cert(settings, tmp_path, "yealink", mac)))
+
+    for name in ("localhost", "provisioning.example.net"):
+        reply, _, _ = _get_over_tls(
+            settings, context, f"/device/autoprov/config/{device_file('yealink', mac)}", None,
+            server_name=name)
+        assert reply.startswith(b"HTTP/1.1 200 ")
