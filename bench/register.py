@@ -5,6 +5,9 @@ Both proxies run side by side on one database (each with its own phones, so thei
 mix), and are stepped up through the same rates in turn, so a busy moment of the machine hits
 both alike. A step passes if every registration of it succeeded and it took no longer than it
 should at that rate (so the proxy kept up); a failed step is tried once more before it counts.
+The whole search runs more than once, the proxies taking turns to go first, and each proxy's
+best search counts: on this shared machine noise only ever takes capacity away (a neighbour's
+burst during one step ends a climb), never adds it.
 """
 
 from __future__ import annotations
@@ -34,11 +37,25 @@ class Sizes:
     step_seconds: float = 4.0
     # x1.4 steps leave a 40 % bracket; 4 geometric bisections narrow it to about 2 %.
     bisections: int = 4
+    searches: int = 2
     fixed_rate: float = 500.0
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(phones=1000, step_seconds=2.0, bisections=2, fixed_rate=300.0)
+        return cls(phones=1000, step_seconds=2.0, bisections=2, searches=1, fixed_rate=300.0)
+
+
+@dataclass
+class Search:
+    """One search for a proxy's highest rate: the climb, then the bisections."""
+    last_pass: float = 0.0
+    first_fail: float | None = None
+    runs: list[tuple[LoadRun, bool]] = field(default_factory=list)
+
+    def bracket(self) -> str:
+        upper = (f"{self.first_fail:.0f}" if self.first_fail is not None
+                 else f"> {MAX_RATE:.0f} (not reached)")
+        return f"{self.last_pass:.0f} (first failing step: {upper})"
 
 
 @dataclass
@@ -49,22 +66,26 @@ class Proxy:
     pid: int
     phones: Phones
     work: Path
-    last_pass: float = 0.0
-    first_fail: float | None = None
-    runs: list[tuple[LoadRun, bool]] = field(default_factory=list)
+    searches: list[Search] = field(default_factory=list)
+
+    @property
+    def best(self) -> Search:
+        return max(self.searches, key=lambda search: search.last_pass)
 
     def attempt(self, rate: float, seconds: float) -> bool:
+        """A step of the current (last) search."""
+        search = self.searches[-1]
         for _try in (1, 2):
             run = sipp_load.register_load(self.address, self.phones, rate,
                                           max(1, round(rate * seconds)), self.work)
             passed = (run.ok and run.elapsed <= seconds * SLACK_FACTOR + SLACK_SECONDS
                       and run.percentile(99) < MAX_P99_MS)
-            self.runs.append((run, passed))
+            search.runs.append((run, passed))
             if passed:
-                self.last_pass = max(self.last_pass, rate)
+                search.last_pass = max(search.last_pass, rate)
                 return True
             time.sleep(1.0)  # let the proxy's queues drain before the retry
-        self.first_fail = rate if self.first_fail is None else min(self.first_fail, rate)
+        search.first_fail = rate if search.first_fail is None else min(search.first_fail, rate)
         return False
 
 
@@ -104,39 +125,44 @@ def run(quick: bool) -> Section:
             if not warm.ok:
                 raise RuntimeError(f"{proxy.name}: warm-up registration failed:\n{warm.output}")
         fixed = {p.name: _fixed_rate(p, sizes.fixed_rate, sizes.step_seconds) for p in proxies}
-
-        climbing = list(proxies)
-        rate = FIRST_RATE
-        flip = False
-        while climbing and rate <= MAX_RATE:
-            for proxy in (reversed(climbing) if flip else list(climbing)):
-                if not proxy.attempt(rate, sizes.step_seconds):
-                    climbing.remove(proxy)
-            flip = not flip
-            rate = round(rate * STEP_FACTOR)
-        for _ in range(sizes.bisections):
-            for proxy in proxies:
-                if proxy.first_fail is None:
-                    continue
-                low = proxy.last_pass or proxy.first_fail / 2
-                proxy.attempt(round(math.sqrt(low * proxy.first_fail)), sizes.step_seconds)
+        for number in range(sizes.searches):
+            _search(proxies if number % 2 == 0 else proxies[::-1], sizes)
     section.seconds = time.monotonic() - started
     _describe(section, proxies, fixed, sizes)
     return section
 
 
-def _bracket(p: Proxy) -> str:
-    upper = f"{p.first_fail:.0f}" if p.first_fail is not None else f"> {MAX_RATE:.0f} (not reached)"
-    return f"{p.last_pass:.0f} (first failing step: {upper})"
+def _search(proxies: list[Proxy], sizes: Sizes) -> None:
+    """One search per proxy, stepping them up through the same rates in turn."""
+    for proxy in proxies:
+        proxy.searches.append(Search())
+    climbing = list(proxies)
+    rate = FIRST_RATE
+    flip = False
+    while climbing and rate <= MAX_RATE:
+        for proxy in (reversed(climbing) if flip else list(climbing)):
+            if not proxy.attempt(rate, sizes.step_seconds):
+                climbing.remove(proxy)
+        flip = not flip
+        rate = round(rate * STEP_FACTOR)
+    for _ in range(sizes.bisections):
+        for proxy in proxies:
+            search = proxy.searches[-1]
+            if search.first_fail is None:
+                continue
+            low = search.last_pass or search.first_fail / 2
+            proxy.attempt(round(math.sqrt(low * search.first_fail)), sizes.step_seconds)
 
 
 def _describe(section: Section, proxies: list[Proxy], fixed: dict[str, tuple[LoadRun, float]],
               sizes: Sizes) -> None:
     kemi, native = proxies
-    ratio = kemi.last_pass / native.last_pass if native.last_pass else float("nan")
+    best_kemi, best_native = kemi.best.last_pass, native.best.last_pass
+    ratio = best_kemi / best_native if best_native else float("nan")
+    searches = f" (best of {sizes.searches} searches)" if sizes.searches > 1 else ""
     section.verdicts.append(Verdict(
         f"REGISTER max rate, KEMI ≥ {TARGET_RATIO} x native",
-        f"{ratio:.2f} ({kemi.last_pass:.0f} / {native.last_pass:.0f} per s)",
+        f"{ratio:.2f} ({best_kemi:.0f} / {best_native:.0f} per s{searches})",
         ratio >= TARGET_RATIO))
     section.add(
         f"{sizes.phones} phones per proxy (sipp `-inf` CSV, `[authentication ...]` per line), "
@@ -151,13 +177,17 @@ def _describe(section: Section, proxies: list[Proxy], fixed: dict[str, tuple[Loa
         "first failing rate. A step passes when every registration got its 200, the 99th "
         f"percentile of the time from first REGISTER to 200 stayed under {MAX_P99_MS:.0f} ms "
         "(SIP's T1: a phone waiting longer retransmits, so the proxy is not keeping up) and the "
-        f"step took at most {SLACK_FACTOR}x its nominal time + {SLACK_SECONDS:.0f} s.",
+        f"step took at most {SLACK_FACTOR}x its nominal time + {SLACK_SECONDS:.0f} s. "
+        f"The search runs {sizes.searches} time(s), the proxies taking turns to go first; each "
+        "proxy's best search counts (noise on this shared machine only takes capacity away).",
         "",
     )
     section.table(
-        ["proxy", "highest rate with no failure (registrations/s)"],
-        [[p.name, _bracket(p)] for p in proxies] +
-        [["**ratio KEMI / native**", f"**{ratio:.2f}**"]],
+        ["proxy", *(f"search {n} (registrations/s)" for n in range(1, sizes.searches + 1)),
+         "highest rate with no failure"],
+        [[p.name, *(search.bracket() for search in p.searches), f"{p.best.last_pass:.0f}"]
+         for p in proxies] +
+        [["**ratio KEMI / native**", *([""] * sizes.searches), f"**{ratio:.2f}**"]],
     )
     section.add(f"At a fixed {sizes.fixed_rate:.0f} registrations/s (both keep up): Kamailio's "
                 "own CPU (every process of it, from /proc) and response time from the first "
@@ -174,10 +204,12 @@ def _describe(section: Section, proxies: list[Proxy], fixed: dict[str, tuple[Loa
     section.add("Every step:", "")
     steps = []
     for p in proxies:
-        for load, passed in p.runs:
-            steps.append([p.name.split(" ")[0], f"{load.rate:.0f}", str(load.calls),
-                          f"{load.successful}/{load.failed}", f"{load.elapsed:.1f}",
-                          f"{load.percentile(50):.0f}", f"{load.percentile(99):.0f}",
-                          "pass" if passed else "fail"])
-    section.table(["proxy", "rate/s", "calls", "ok/failed", "seconds", "p50 ms", "p99 ms", ""],
-                  steps)
+        for number, search in enumerate(p.searches, 1):
+            for load, passed in search.runs:
+                steps.append([p.name.split(" ")[0], str(number), f"{load.rate:.0f}",
+                              str(load.calls),
+                              f"{load.successful}/{load.failed}", f"{load.elapsed:.1f}",
+                              f"{load.percentile(50):.0f}", f"{load.percentile(99):.0f}",
+                              "pass" if passed else "fail"])
+    section.table(["proxy", "search", "rate/s", "calls", "ok/failed", "seconds", "p50 ms",
+                   "p99 ms", ""], steps)
