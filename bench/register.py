@@ -6,8 +6,8 @@ mix), and are stepped up through the same rates in turn, so a busy moment of the
 both alike. A step passes if every registration of it succeeded and it took no longer than it
 should at that rate (so the proxy kept up); a failed step is tried once more before it counts.
 The whole search runs more than once, the proxies taking turns to go first, and each proxy's
-best search counts: on this shared machine noise only ever takes capacity away (a neighbour's
-burst during one step ends a climb), never adds it.
+best search counts: a passed step shows the proxy sustained that rate, while a failed one may
+be a neighbour's burst on this shared machine (one such step ends a climb).
 """
 
 from __future__ import annotations
@@ -179,7 +179,8 @@ def _describe(section: Section, proxies: list[Proxy], fixed: dict[str, tuple[Loa
         "(SIP's T1: a phone waiting longer retransmits, so the proxy is not keeping up) and the "
         f"step took at most {SLACK_FACTOR}x its nominal time + {SLACK_SECONDS:.0f} s. "
         f"The search runs {sizes.searches} time(s), the proxies taking turns to go first; each "
-        "proxy's best search counts (noise on this shared machine only takes capacity away).",
+        "proxy's best search counts (a passed step shows the rate was sustained; a failed one may "
+        "be another load on this shared machine).",
         "",
     )
     section.table(

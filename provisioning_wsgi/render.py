@@ -217,7 +217,7 @@ class Renderer:
         from the new files."""
         if time.monotonic() - self._files_checked < TEMPLATE_RECHECK_S:
             return
-        with self._check_lock:  # one thread walks the directories; the others go on
+        with self._check_lock:  # one walk per period, whichever thread comes first
             now = time.monotonic()
             if now - self._files_checked < TEMPLATE_RECHECK_S:
                 return
