@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoprov.config import Settings
-from provisioning_wsgi.render import TEMPLATES, urls
+from provisioning_wsgi.render import template_roots, urls
 from provisioning_wsgi.vendors import VENDORS
 
 FILE = "resync.toml"
@@ -51,9 +51,7 @@ def _candidates(settings: Settings, vendor: str, model: str) -> list[Path]:
     names = [Path(vendor, "browser", FILE)]
     if _SAFE_MODEL.match(model):
         names.insert(0, Path(vendor, "browser", model, FILE))
-    roots = [Path(settings.template_dir)] if settings.template_dir else []
-    roots.append(TEMPLATES)
-    return [root / name for name in names for root in roots]
+    return [root / name for name in names for root in template_roots(settings)]
 
 
 def _substitute(text: str, values: dict[str, str]) -> str:

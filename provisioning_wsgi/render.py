@@ -131,13 +131,14 @@ def template_files(roots: list[Path]) -> Hashable:
     return tuple(sorted(seen))
 
 
-def _environment(vendor: Vendor, template_dir: str) -> jinja2.Environment:
-    loaders: list[jinja2.BaseLoader] = []
-    if template_dir:
-        loaders.append(jinja2.FileSystemLoader(template_dir))
-    loaders.append(jinja2.FileSystemLoader(TEMPLATES))
+def template_roots(settings: Settings) -> list[Path]:
+    """Where templates are looked up, first match wins: the operator's, then the shipped ones."""
+    return [*([Path(settings.template_dir)] if settings.template_dir else []), TEMPLATES]
+
+
+def _environment(vendor: Vendor, roots: list[Path]) -> jinja2.Environment:
     return jinja2.Environment(  # noqa: S701 - not HTML: finalize escapes per vendor format
-        loader=jinja2.ChoiceLoader(loaders),
+        loader=jinja2.FileSystemLoader(roots),
         finalize=vendor.escape,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -150,15 +151,14 @@ def _environment(vendor: Vendor, template_dir: str) -> jinja2.Environment:
 class Renderer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._environments = {name: _environment(vendor, settings.template_dir)
+        self._roots = template_roots(settings)
+        self._environments = {name: _environment(vendor, self._roots)
                               for name, vendor in VENDORS.items()}
         self._urls = urls(settings)
         # Settings do not change while the renderer lives; read-only, as every render shares it.
         self._sip = types.MappingProxyType(sip_server(settings))
         self._choices: dict[tuple[str, ...], jinja2.Template] = {}
         self._generation = 0
-        self._roots = [Path(settings.template_dir)] if settings.template_dir else []
-        self._roots.append(TEMPLATES)
         self._files = template_files(self._roots)
         self._files_checked = time.monotonic()
         self._check_lock = threading.Lock()

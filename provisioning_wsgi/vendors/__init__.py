@@ -5,6 +5,7 @@ Everything a phone sees beyond that is in the vendor's templates.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from provisioning_wsgi.vendors import cisco, panasonic, yealink
@@ -32,24 +33,9 @@ SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Which file is which is asked on every fetch, of the same few names per phone: the answers are
 # kept (a name maps to the same answer as long as the vendor modules are the same). Bounded,
 # since anyone can ask for names.
-_PARSED: dict[str, Requested | None] = {}
-MAX_PARSED = 65536
-
-
+@functools.lru_cache(maxsize=65536)
 def parse(file: str) -> Requested | None:
     """Which vendor's file this is, and for which MAC; None for a name no phone asks for."""
-    try:
-        return _PARSED[file]
-    except KeyError:
-        pass
-    requested = _parse(file)
-    if len(_PARSED) >= MAX_PARSED:
-        _PARSED.clear()
-    _PARSED[file] = requested
-    return requested
-
-
-def _parse(file: str) -> Requested | None:
     if not SAFE_FILE.match(file):
         return None
     for vendor in VENDORS.values():

@@ -56,7 +56,11 @@ class Requested:
 
 
 def passthrough(value: object) -> str | None:
-    """None prints as nothing; Markup (a template's explicit |safe) as it is; else None."""
+    """What needs no escaping in any format: None prints as nothing, a number (line numbers,
+    seconds: most of what a template prints) as its digits, Markup (a template's explicit
+    |safe) as it is; else None."""
+    if type(value) is int:  # not bool, whose text is a word
+        return str(value)
     if value is None:
         return ""
     if isinstance(value, Markup):
@@ -72,8 +76,6 @@ LINE_BREAK_OR_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def single_line(value: object) -> str:
     """For line-based formats: no character of a value can end its line and start a key."""
-    if type(value) is int:  # line numbers, seconds: most of what a template prints
-        return str(value)
     done = passthrough(value)
     if done is not None:
         return done

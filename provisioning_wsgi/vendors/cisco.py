@@ -20,8 +20,6 @@ _SPECIAL = re.compile("[&<>\"'\t\n\r]")
 
 
 def escape(value: object) -> str:
-    if type(value) is int:  # line numbers, seconds: most of what a template prints
-        return str(value)
     done = passthrough(value)
     if done is not None:
         return done
