@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from autoprov import db
 from autoprov import kamailio as kam
 from autoprov.config import Settings
 from tests import sipdigest
@@ -350,6 +352,71 @@ def test_phone_that_fetched_its_config_since_the_change_gets_no_notify(
     time.sleep(0.5)
     assert conn.execute("SELECT count(*) FROM autoprov.resync_status WHERE mac = %s"
                         " AND outcome IS NOT NULL", (mac,)).fetchone() == (0,)
+
+
+def _fetch_while_a_request_is_held(settings: Settings, conn: psycopg.Connection[Any], mac: str,
+                                   rid: int, hold_s: float | None) -> tuple[bool, str]:
+    """Another transaction holds the request while the phone's fetch is recorded: for `hold_s`,
+    or (None) only until the recording is seen waiting for it, as a proxy's dispatch would. Was
+    the recording done before the request was let go, and the request's state after both."""
+    with db.connect(settings) as holder:
+        holder.execute("SELECT 1 FROM autoprov.resync_request WHERE id = %s FOR UPDATE", (rid,))
+
+        def record() -> None:
+            with db.connect(settings, autocommit=True) as writer:
+                writer.execute(
+                    "INSERT INTO autoprov.config_fetch (device_id, port, file, config_version)"
+                    " SELECT id, 'tls', mac || '.cfg', 'v1' FROM autoprov.device WHERE mac = %s",
+                    (mac,))
+
+        fetch = threading.Thread(target=record)
+        fetch.start()
+        if hold_s is None:
+            deadline = time.monotonic() + 5
+            blocked = ("SELECT EXISTS (SELECT 1 FROM pg_stat_activity"
+                       "               WHERE %s = ANY(pg_blocking_pids(pid)))")
+            while conn.execute(blocked, (holder.info.backend_pid,)).fetchone() != (True,):
+                assert time.monotonic() < deadline, "the fetch never waited for the request"
+                time.sleep(0.005)
+        else:
+            fetch.join(timeout=hold_s)
+        done_while_held = not fetch.is_alive()
+        holder.commit()
+    fetch.join(timeout=5)
+    assert not fetch.is_alive()
+    (state,) = conn.execute("SELECT state FROM autoprov.resync_request WHERE id = %s",
+                            (rid,)).fetchone() or ("",)
+    return done_while_held, state
+
+
+def test_a_fetch_that_meets_a_dispatch_still_counts_as_fetched(
+    settings: Settings, new_subscriber: Any, conn: psycopg.Connection[Any],
+) -> None:
+    """A proxy holds a pending request for milliseconds while it looks for the phone's
+    contacts; a fetch recorded meanwhile waits for it rather than leave it pending."""
+    mac = add_device(settings, new_subscriber())
+    (rid,) = conn.execute("SELECT autoprov.request_resync(%s)", (mac,)).fetchone() or (0,)
+
+    done_while_held, state = _fetch_while_a_request_is_held(settings, conn, mac, rid,
+                                                            hold_s=None)
+
+    assert not done_while_held
+    assert state == "fetched"
+
+
+def test_a_fetch_passes_by_a_request_held_by_a_change_still_being_made(
+    settings: Settings, new_subscriber: Any, conn: psycopg.Connection[Any],
+) -> None:
+    """A transaction that holds the request for long (a DBA's, still at work) does not hold up
+    the recording of fetches: it passes by after a moment, and the request stays pending."""
+    mac = add_device(settings, new_subscriber())
+    (rid,) = conn.execute("SELECT autoprov.request_resync(%s)", (mac,)).fetchone() or (0,)
+
+    done_while_held, state = _fetch_while_a_request_is_held(settings, conn, mac, rid,
+                                                            hold_s=3.0)
+
+    assert done_while_held
+    assert state == "pending"
 
 
 def test_a_change_while_notifies_are_out_waits_for_them_then_goes(
