@@ -20,10 +20,12 @@ BEGIN
     LOOP
         PERFORM set_config('lock_timeout', '200ms', true);
         BEGIN
-            -- Once the lock is ours the row is read again: a dispatch that found contacts has
-            -- made it `sending`, and it is left to its NOTIFYs.
+            -- Once the lock is ours the row is read again, and all of it must still hold: a
+            -- dispatch that found contacts has made it `sending` (left to its NOTIFYs), and a
+            -- change merged into it meanwhile is one this fetch does not have.
             UPDATE autoprov.resync_request SET state = 'fetched', updated_at = now()
-             WHERE id = rid AND state = 'pending';
+             WHERE id = rid AND state = 'pending'
+               AND pg_visible_in_snapshot(changed_xact, NEW.read_snapshot);
         EXCEPTION WHEN lock_not_available THEN
             NULL;
         END;

@@ -355,12 +355,20 @@ def test_phone_that_fetched_its_config_since_the_change_gets_no_notify(
 
 
 def _fetch_while_a_request_is_held(settings: Settings, conn: psycopg.Connection[Any], mac: str,
-                                   rid: int, hold_s: float | None) -> tuple[bool, str]:
+                                   rid: int, hold_s: float | None,
+                                   another_change: bool = False) -> tuple[bool, str]:
     """Another transaction holds the request while the phone's fetch is recorded: for `hold_s`,
-    or (None) only until the recording is seen waiting for it, as a proxy's dispatch would. Was
-    the recording done before the request was let go, and the request's state after both."""
+    or (None) only until the recording is seen waiting for it, as a proxy's dispatch would; with
+    `another_change`, it asks for a resync again (merged into the request) instead of only
+    looking. Was the recording done before the request was let go, and the request's state
+    after both."""
     with db.connect(settings) as holder:
-        holder.execute("SELECT 1 FROM autoprov.resync_request WHERE id = %s FOR UPDATE", (rid,))
+        if another_change:
+            assert holder.execute("SELECT autoprov.request_resync(%s)", (mac,)).fetchone() == \
+                (rid,)
+        else:
+            holder.execute("SELECT 1 FROM autoprov.resync_request WHERE id = %s FOR UPDATE",
+                           (rid,))
 
         def record() -> None:
             with db.connect(settings, autocommit=True) as writer:
@@ -416,6 +424,21 @@ def test_a_fetch_passes_by_a_request_held_by_a_change_still_being_made(
                                                             hold_s=3.0)
 
     assert done_while_held
+    assert state == "pending"
+
+
+def test_a_fetch_waiting_for_a_request_does_not_take_a_change_merged_into_it_meanwhile(
+    settings: Settings, new_subscriber: Any, conn: psycopg.Connection[Any],
+) -> None:
+    """While the fetch waits, the holder merges a newer change into the pending request: the
+    phone's config does not have that change, so the request stays pending."""
+    mac = add_device(settings, new_subscriber())
+    (rid,) = conn.execute("SELECT autoprov.request_resync(%s)", (mac,)).fetchone() or (0,)
+
+    done_while_held, state = _fetch_while_a_request_is_held(settings, conn, mac, rid,
+                                                            hold_s=None, another_change=True)
+
+    assert not done_while_held
     assert state == "pending"
 
 
