@@ -7,6 +7,7 @@ server mode answers the NOTIFYs of every phone whose Contact points at its port.
 from __future__ import annotations
 
 import csv
+import resource
 import secrets
 import statistics
 import subprocess
@@ -65,6 +66,7 @@ class LoadRun:
     failed: int
     response_ms: list[float] = field(default_factory=list)
     output: str = ""
+    client_cpu: float = 0.0  # seconds of CPU the sipp client itself used
 
     @property
     def ok(self) -> bool:
@@ -137,15 +139,22 @@ def _client(scenario: str, target: tuple[str, int], phones: Phones, rate: float,
     ]
     for key, value in keys.items():
         cmd[1:1] = ["-key", key, value]
-    start = time.monotonic()
+    start, reaped = time.monotonic(), _children_cpu()
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True,
                           timeout=duration + grace + 30, check=False)
     elapsed = time.monotonic() - start
+    client_cpu = _children_cpu() - reaped  # sipp is the only child reaped meanwhile
     successful, failed = _stat_counts(work / "stat.csv")
     errors = (work / "errors.log").read_text(errors="replace") if (work / "errors.log").exists() \
         else ""
     return LoadRun(rate, calls, proc.returncode, elapsed, successful, failed,
-                   _response_times(work), (proc.stdout + proc.stderr)[-2000:] + errors[-2000:])
+                   _response_times(work), (proc.stdout + proc.stderr)[-2000:] + errors[-2000:],
+                   client_cpu)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Answerer:
