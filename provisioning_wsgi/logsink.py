@@ -62,22 +62,23 @@ class BatchedHandler(logging.Handler):
         elif urgent:
             self._wake.set()
 
-    def _format_access(self, at: float, message: str) -> str:
+    def _format_access(self, at: float, message: str, pid: int) -> str:
         # The same shape as FORMAT's: "2026-11-26 14:29:01,123 autoprov-provisioning[PID] INFO"
         second = int(at)
         if second != self._prefix_second:
             self._prefix_second = second
             self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         return (f"{self._prefix},{int((at - second) * 1000):03d} "
-                f"autoprov-provisioning[{os.getpid()}] INFO {message}\n")
+                f"autoprov-provisioning[{pid}] INFO {message}\n")
 
     def flush(self) -> None:
         with self._write_lock:
             lines = []
+            pid = os.getpid()  # a system call: once a batch, not once a line
             while self._pending:
                 item = self._pending.popleft()
                 if isinstance(item, tuple):
-                    lines.append(self._format_access(*item))
+                    lines.append(self._format_access(*item, pid))
                     continue
                 try:
                     lines.append(self.format(item) + "\n")
