@@ -34,7 +34,7 @@ import psycopg
 
 from autoprov import config_fetch, db
 from autoprov.config import Settings
-from provisioning_wsgi import render, store
+from provisioning_wsgi import render, store, timestamps
 
 log = logging.getLogger("autoprov.provisioning")
 
@@ -186,20 +186,10 @@ _EXISTING = "SELECT id FROM autoprov.device WHERE id = ANY(%s)"
 Row = tuple[int, str, str, str, str | None, str | None, str, float]
 
 
-class _Stamps:
-    """UTC times as timestamptz text, the date and time of day formatted once a second: a
-    third of what a datetime per row costs psycopg and us."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def __call__(self, at: float) -> str:
-        second = int(at)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((at - second) * 1_000_000):06d}+00"
+def _timestamptz(at: float, prefix: timestamps.SecondPrefix) -> str:
+    """`at` as timestamptz text: less than half of what a datetime per row costs us and psycopg."""
+    second = int(at)
+    return f"{prefix(second)}.{int((at - second) * 1_000_000):06d}+00"
 
 
 class FetchWriter:
@@ -260,11 +250,12 @@ class FetchWriter:
             return True
 
         def insert(conn: store.Conn) -> None:
-            stamp = _Stamps()
+            prefix = timestamps.SecondPrefix(time.gmtime)
             with conn.cursor() as cur, cur.copy(_COPY) as copy:
                 for *head, addr, agent, snap, at in rows:
                     copy.write_row((*head, config_fetch.client_address(addr),
-                                    config_fetch.user_agent_text(agent), snap, stamp(at)))
+                                    config_fetch.user_agent_text(agent), snap,
+                                    _timestamptz(at, prefix)))
 
         def existing(conn: store.Conn) -> set[int]:
             ids = list({row[0] for row in rows})
@@ -272,17 +263,15 @@ class FetchWriter:
 
         for _attempt in range(3):
             try:
-                self.store.run(insert, transaction=False)  # COPY is one statement
-                return True
-            except psycopg.errors.ForeignKeyViolation:
-                # A device deleted as we wrote: its fetches go with it, as its rows would have.
                 try:
-                    kept = self.store.run(existing, transaction=False)
-                except (store.DatabaseUnavailableError, psycopg.Error):
-                    break
-                rows = [row for row in rows if row[0] in kept]
-                if not rows:
+                    self.store.run(insert, transaction=False)  # COPY is one statement
                     return True
+                except psycopg.errors.ForeignKeyViolation:
+                    # A device deleted as we wrote: its fetches go, as its rows would have.
+                    kept = self.store.run(existing, transaction=False)
+                    rows = [row for row in rows if row[0] in kept]
+                    if not rows:
+                        return True
             except (store.DatabaseUnavailableError, psycopg.Error) as exc:
                 log.warning("fetch records: %d not written yet: %s", len(rows), str(exc).strip())
                 break

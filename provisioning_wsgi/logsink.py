@@ -19,6 +19,8 @@ import threading
 import time
 from typing import TextIO
 
+from provisioning_wsgi import timestamps
+
 FLUSH_S = 0.1
 FORMAT = "%(asctime)s autoprov-provisioning[%(process)d] %(levelname)s %(message)s"
 
@@ -31,8 +33,7 @@ class BatchedHandler(logging.Handler):
         # LogRecords, or (time, message) of access lines at INFO (see `access`).
         self._pending: collections.deque[logging.LogRecord | tuple[float, str]] = \
             collections.deque()
-        self._prefix_second = -1
-        self._prefix = ""
+        self._prefix = timestamps.SecondPrefix(time.localtime)
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._write_lock = threading.Lock()
@@ -65,10 +66,7 @@ class BatchedHandler(logging.Handler):
     def _format_access(self, at: float, message: str, pid: int) -> str:
         # The same shape as FORMAT's: "2026-11-26 14:29:01,123 autoprov-provisioning[PID] INFO"
         second = int(at)
-        if second != self._prefix_second:
-            self._prefix_second = second
-            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return (f"{self._prefix},{int((at - second) * 1000):03d} "
+        return (f"{self._prefix(second)},{int((at - second) * 1000):03d} "
                 f"autoprov-provisioning[{pid}] INFO {message}\n")
 
     def flush(self) -> None:
