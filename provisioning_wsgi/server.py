@@ -125,8 +125,12 @@ class ClientCertAdapter(BuiltinSSLAdapter):
         return self._context
 
     @context.setter
-    def context(self, context: ssl.SSLContext) -> None:
+    def context(self, context: ssl.SSLContext | None) -> None:
+        if context is None:
+            return  # cheroot's __init__ clears it; ours sets the real one right after
         self._context = context
+        # Read once: the property builds a VerifyMode enum on every read.
+        self._verifies_clients = context.verify_mode == ssl.CERT_REQUIRED
 
     def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, Any]]:
         wrapped = self.context.wrap_socket(sock, server_side=True,
@@ -138,7 +142,7 @@ class ClientCertAdapter(BuiltinSSLAdapter):
         walks the context's cipher list on every connection: half the GIL time of a TLS
         fetch, for variables nobody reads."""
         # Only a certificate the context verified is decoded (the admin port asks for none).
-        decoded = sock.getpeercert() if self.context.verify_mode == ssl.CERT_REQUIRED else None
+        decoded = sock.getpeercert() if self._verifies_clients else None
         if not decoded:
             return {"HTTPS": "on", "SSL_CLIENT_VERIFY": "NONE"}
         return {"HTTPS": "on", "SSL_CLIENT_VERIFY": "SUCCESS",
