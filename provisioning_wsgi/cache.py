@@ -21,6 +21,12 @@ visible in autoprov.config_fetch (and moves a resync request to `fetched`) up to
 the response, and if the service is killed hard (SIGKILL, crash) the last ~0.1 s of fetches are
 not recorded. While the database is away rows are kept (up to MAX_PENDING) and written when it
 is back. SIGTERM/SIGINT flush the queue before exiting.
+
+On the plain port a GET repeated within REPEAT_WINDOW_S (same device, file and config version)
+is not recorded again: that port is unauthenticated, and a row per GET would let anyone who knows
+a MAC make the database write at line rate, rows that pruning keeps for 90 days. A phone never
+fetches the same bootstrap file twice in seconds, the access log still has every GET, and no
+bootstrap fetch settles anything. TLS fetches are always recorded: each one may settle a resync.
 """
 
 from __future__ import annotations
@@ -173,6 +179,7 @@ class ConfigCache:
 
 FLUSH_INTERVAL_S = 0.05
 MAX_PENDING = 100_000
+REPEAT_WINDOW_S = 5.0
 
 # Rows arrive by COPY straight into the table: one statement a batch, values formatted in C by
 # psycopg. A device deleted since its fetch fails the whole COPY (foreign key): then the batch
@@ -200,9 +207,18 @@ class FetchWriter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Plain-port fetches recorded lately: (device id, file, version) -> time.monotonic().
+        self._recent: dict[tuple[int, str, str], float] = {}
+        self._recent_swept = time.monotonic()
 
     def record(self, device_id: int, port: str, file: str, config_version: str,
                client_addr: str | None, user_agent: str | None, read_snapshot: str) -> None:
+        if port == "bootstrap":
+            key, now = (device_id, file, config_version), time.monotonic()
+            # Two threads may both pass for one key: then a second row, which is harmless.
+            if now - self._recent.get(key, 0.0) < REPEAT_WINDOW_S:
+                return
+            self._recent[key] = now
         row: Row = (device_id, port, file, config_version, client_addr, user_agent,
                     read_snapshot, time.time())
         with self._lock:
@@ -242,8 +258,19 @@ class FetchWriter:
                 self._stop.wait(RECONNECT_S)
                 self._wake.set()
 
+    def _sweep_recent(self) -> None:
+        """Forget repeats older than the window, once per window: the map stays as small as the
+        set of devices that fetched lately."""
+        now = time.monotonic()
+        if now - self._recent_swept < REPEAT_WINDOW_S:
+            return
+        self._recent_swept = now
+        self._recent = {key: at for key, at in self._recent.items()
+                        if now - at < REPEAT_WINDOW_S}
+
     def write_pending(self) -> bool:
         """Insert what is queued; False (and the rows kept) if the database failed."""
+        self._sweep_recent()
         with self._lock:
             rows, self._pending = self._pending, []
         if not rows:

@@ -1,6 +1,7 @@
 """Fetch records: the service writes them in batches (provisioning_wsgi/cache.py FetchWriter, one
-COPY a batch), and a batch of TLS fetches settles what they delivered in one go (sql/008): the
-pending resync requests whose change the phones now have, and the old passwords no phone needs.
+COPY a batch; a GET repeated on the plain port within seconds is recorded once), and a batch of
+TLS fetches settles what they delivered in one go (sql/008): the pending resync requests whose
+change the phones now have, and the old passwords no phone needs.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import time
 from typing import Any
 
 import psycopg
+import pytest
 
 from autoprov.config import Settings
 from provisioning_wsgi import cache, store
@@ -74,6 +76,41 @@ def test_a_batch_is_recorded_exactly_and_in_order(
     ]
     times = [float(row[6]) for row in rows]
     assert before - 0.001 <= times[0] <= times[1] <= times[2] <= after + 0.001
+
+
+def test_on_the_plain_port_a_repeat_within_the_window_is_not_recorded_again(
+    settings: Settings, conn: psycopg.Connection[Any], new_subscriber: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cache, "REPEAT_WINDOW_S", 0.5)
+    mac = add_device(conn, "yealink", [new_subscriber()])
+    device_id, snapshot = _id_and_snapshot(conn, mac)
+    writer = cache.FetchWriter(store.Store(settings))
+
+    def fetch(port: str, file: str, version: str) -> None:
+        writer.record(device_id, port, file, version, "192.0.2.7", None, snapshot)
+
+    for _ in range(3):
+        fetch("bootstrap", f"{mac}.cfg", "v1")
+    fetch("bootstrap", "another.cfg", "v1")
+    fetch("bootstrap", f"{mac}.cfg", "v2")  # the file changed: its new version is news
+    for _ in range(2):
+        fetch("tls", f"{mac}.cfg", "v1")  # every TLS fetch: each may settle a resync
+    assert writer.write_pending()
+    time.sleep(0.6)
+    fetch("bootstrap", f"{mac}.cfg", "v1")  # the window has passed
+    assert writer.write_pending()
+
+    assert conn.execute(
+        "SELECT f.port, f.file, f.config_version FROM autoprov.config_fetch f"
+        " WHERE f.device_id = %s ORDER BY f.id", (device_id,)).fetchall() == [
+        ("bootstrap", f"{mac}.cfg", "v1"),
+        ("bootstrap", "another.cfg", "v1"),
+        ("bootstrap", f"{mac}.cfg", "v2"),
+        ("tls", f"{mac}.cfg", "v1"),
+        ("tls", f"{mac}.cfg", "v1"),
+        ("bootstrap", f"{mac}.cfg", "v1"),
+    ]
 
 
 def test_the_fetches_of_a_device_removed_meanwhile_go_and_the_rest_are_recorded(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import requests
 
 from autoprov.config import Settings
-from provisioning_wsgi import vendors
+from provisioning_wsgi import vendors, workers
 from tests.conftest import RunningService
 from tests.provisioning_helpers import (
     add_device,
@@ -244,6 +245,30 @@ def test_bootstrap_never_needs_a_known_phone_for_common_files(
     for file in ("y000000000028.cfg", "ConfigCommon.cfg", "KX-HDV230.cfg", "spa502G.cfg"):
         assert plain().get(bootstrap_url(settings, file)).status_code == 200, file
     assert plain().get(bootstrap_url(settings, f"{new_mac('yealink')}.cfg")).status_code == 404
+
+
+def test_a_bootstrap_file_fetched_again_within_seconds_is_one_record_but_every_get_is_logged(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path,
+) -> None:
+    # The plain port is unauthenticated: anyone who knows a MAC could otherwise make the
+    # database write a row per GET. Every TLS fetch is still a row (each may settle a resync).
+    mac = add_device(conn, "yealink", [new_subscriber()])
+    session = client(settings, phone_cert(settings, tmp_path, "yealink", mac))
+    for _ in range(6):
+        assert plain().get(bootstrap_url(settings, f"{mac}.cfg")).status_code == 200
+    for _ in range(3):
+        assert session.get(config_url(settings, f"{mac}.cfg")).status_code == 200
+
+    ports = [row[0] for row in fetches(conn, mac)]
+    # At most one row per worker process: each keeps its own memory of what it recorded.
+    assert 1 <= ports.count("bootstrap") <= workers.count(settings.http_workers) < 6
+    assert ports.count("tls") == 3
+    line = f"port=bootstrap method=GET file={mac}.cfg status=200 device={mac}"
+    deadline = time.monotonic() + 5
+    while provisioning.log().count(line) < 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert provisioning.log().count(line) == 6
 
 
 def test_old_fetch_records_are_pruned_but_each_ports_latest_stays(
