@@ -31,21 +31,6 @@ def user_agent_text(user_agent: str | None) -> str | None:
     return user_agent[:_USER_AGENT_MAX].replace("\x00", "") if user_agent else None
 
 
-def record(conn: Conn, device_id: int, port: str, file: str, config_version: str,
-           client_addr: str | None, user_agent: str | None, read_snapshot: str) -> None:
-    """One fetch; an INSERT only, so concurrent fetches never wait on each other.
-
-    read_snapshot: pg_current_snapshot() of the statement that read the served config.
-    """
-    conn.execute(
-        "INSERT INTO autoprov.config_fetch"
-        " (device_id, port, file, config_version, client_addr, user_agent, read_snapshot)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s::pg_snapshot)",
-        (device_id, port, file, config_version, client_address(client_addr),
-         user_agent_text(user_agent), read_snapshot),
-    )
-
-
 def last(conn: Conn, device_id: int) -> dict[str, Any] | None:
     """The device's latest fetch on either port, for `autoprov device show`."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -20,7 +20,6 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 import psycopg
 
-from autoprov import config_fetch
 from provisioning_wsgi import identity, logsink, store, vendors
 from provisioning_wsgi.cache import ConfigCache, FetchWriter
 from provisioning_wsgi.render import (
@@ -88,10 +87,9 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 
 class ProvisioningApp:
-    def __init__(self, port: Port, renderer: Renderer, db: store.Store,
-                 cache: ConfigCache | None = None, writer: FetchWriter | None = None) -> None:
-        """cache: rendered configs kept in memory; writer: fetches recorded in the background.
-        Without them, every request reads the database and records its fetch itself."""
+    def __init__(self, port: Port, renderer: Renderer, db: store.Store, cache: ConfigCache,
+                 writer: FetchWriter) -> None:
+        """cache: rendered configs kept in memory; writer: fetches recorded in the background."""
         self.port = port
         self.prefix = CONFIG_PATH if port == "tls" else BOOTSTRAP_PATH
         self.renderer = renderer
@@ -146,36 +144,20 @@ class ProvisioningApp:
             if requested.mac is not None and not identity.subject_names_mac(subject, requested.mac):
                 return self._deny(client, "certificate-names-another-device", file)
         if_none_match = environ.get("HTTP_IF_NONE_MATCH")
-        user_agent = environ.get("HTTP_USER_AGENT")
-
-        def serve(conn: store.Conn) -> Response:
-            found = self._render_device_file(conn, requested)
-            if isinstance(found, Response):
-                return found
-            rendered, device, snapshot = found
-            if method == "GET":
-                config_fetch.record(conn, device.id, self.port, file, rendered.version, client,
-                                    user_agent, snapshot)
-            return _answer(rendered, if_none_match, device)
-
         try:
             if requested.mac is None:  # a common file: no device, no database needed
                 return _answer(self._render_common_file(requested), if_none_match, None)
-            if self.cache is None or self.writer is None:
-                return self.store.run(serve)
             found = self._cached_device_file(requested, file)
             if isinstance(found, Response):
                 return _text(found.status, found.reason)  # a fresh copy: callers add headers
             rendered, device, snapshot = found
             if method == "GET":
                 self.writer.record(device.id, self.port, file, rendered.version, client,
-                                   user_agent, snapshot)
+                                   environ.get("HTTP_USER_AGENT"), snapshot)
             return _answer(rendered, if_none_match, device)
         except store.DatabaseUnavailableError as exc:
             log.error("database unavailable: %s", exc)
             return _text(503, "database-unavailable", ("Retry-After", _RETRY_AFTER_S))
-        except psycopg.errors.ForeignKeyViolation:
-            return _text(404, "device-removed")
         except RenderError as exc:
             log.error("%s", exc)
             return _text(500, "template-error")
@@ -191,7 +173,7 @@ class ProvisioningApp:
     def _cached_device_file(self, requested: Requested,
                             file: str) -> tuple[Rendered, Device, str] | Response:
         """`_render_device_file`, from the cache when it holds the answer."""
-        assert self.cache is not None and requested.mac is not None
+        assert requested.mac is not None
         key = (self.port, requested.mac, file)
         cached = self.cache.get(key)
         if cached is not None:
