@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(section)
         print(f"bench: {name} done in {time.monotonic() - started:.0f} s", flush=True)
         for verdict in section.verdicts:
-            print(f"  {verdict.target}: {verdict.measured} "
-                  f"({'met' if verdict.met else 'MISSED' if verdict.met is False else '-'})")
+            print(f"  {verdict.target}: {verdict.measured} ({verdict.mark})")
     cmd = ["python -m bench", *(argv if argv is not None else sys.argv[1:])]
     report.write(args.out, sections, cmd, args.quick, args.note)
     print(f"bench: wrote {args.out}")

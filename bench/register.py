@@ -278,6 +278,10 @@ def _describe_work(section: Section, proxies: list[Proxy], fixed: dict[str, list
         f"through KEMI and {native_machine:.2f} through native; were the cores the only limit, "
         "the highest rates would stand in the inverse ratio: KEMI / native = "
         f"**{native_machine / kemi_machine:.2f}**.", "")
+    section.verdicts.append(Verdict(
+        "REGISTER: the max-rate ratio the CPU implies (steady where the search is not)",
+        f"{native_machine / kemi_machine:.2f} (KEMI's Kamailio {k_proxy / n_proxy:.2f} x "
+        "native's CPU)", None, judged=False))
 
 
 def _shares(works: list[Work]) -> tuple[float, float]:

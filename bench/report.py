@@ -15,6 +15,13 @@ class Verdict:
     target: str
     measured: str
     met: bool | None  # None: not measured
+    judged: bool = True  # False: a figure shown beside the verdicts, with no target of its own
+
+    @property
+    def mark(self) -> str:
+        if not self.judged:
+            return "reported, not judged"
+        return {True: "met", False: "missed", None: "not measured"}[self.met]
 
 
 @dataclass
@@ -65,7 +72,7 @@ def machine() -> list[str]:
 
 
 def _verdict(v: Verdict) -> str:
-    mark = {True: "met", False: "**missed**", None: "not measured"}[v.met]
+    mark = f"**{v.mark}**" if v.judged and v.met is False else v.mark
     return f"| {v.target} | {v.measured} | {mark} |"
 
 
