@@ -215,7 +215,8 @@ class FetchWriter:
                client_addr: str | None, user_agent: str | None, read_snapshot: str) -> None:
         if port == "bootstrap":
             key, now = (device_id, file, config_version), time.monotonic()
-            # Two threads may both pass for one key: then a second row, which is harmless.
+            # Two threads passing at once for one key, or a write into the map the writer thread
+            # is just sweeping away, can only cost a second row, which is harmless.
             if now - self._recent.get(key, 0.0) < REPEAT_WINDOW_S:
                 return
             self._recent[key] = now
