@@ -14,7 +14,7 @@ from pathlib import Path
 class Verdict:
     target: str
     measured: str
-    met: bool | None  # None: not measured
+    met: bool | None  # None: not measured (and ignored where judged is False)
     judged: bool = True  # False: a figure shown beside the verdicts, with no target of its own
 
     @property

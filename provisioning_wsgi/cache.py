@@ -15,7 +15,7 @@ unread on the listener's socket the cache is bypassed. Templates: the renderer w
 files (the listener thread asks it about once a second, as cache hits render nothing); any change
 empties the cache.
 
-FetchWriter: fetches are queued and INSERTed every FLUSH_INTERVAL_S in one transaction, each row
+FetchWriter: fetches are queued and written every FLUSH_INTERVAL_S by one COPY statement, each row
 with its own read_snapshot and fetched_at (the time of the request). The trade-off: a fetch is
 visible in autoprov.config_fetch (and moves a resync request to `fetched`) up to ~0.1 s after
 the response, and if the service is killed hard (SIGKILL, crash) the last ~0.1 s of fetches are
