@@ -114,4 +114,5 @@
       timer = window.setTimeout(poll, POLL_MS);
     }
   });
+  document.getElementById("push").disabled = false;
 })();
