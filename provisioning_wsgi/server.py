@@ -183,12 +183,16 @@ class HandshakeInWorker(Connection):
         if not self.handshake_done:
             try:
                 self.socket.do_handshake()
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                # Closed before a certificate was sent (a port probe, our own readiness check):
+                # nothing was refused, so no "denied" line for fail2ban or an operator's alerts.
+                log.info("dropped client=%s port=%s reason=tls-handshake detail=eof",
+                         self.remote_addr, self.server.label)
+                return False
             except ssl.SSLError as exc:
                 detail = getattr(exc, "verify_message", None) or exc.reason or str(exc)
-                # Cleanly closed before a certificate was sent: a port probe, not an attack.
-                level = logging.INFO if isinstance(exc, ssl.SSLEOFError) else logging.WARNING
-                log.log(level, "denied client=%s port=%s reason=tls-handshake detail=%s",
-                        self.remote_addr, self.server.label, _token(str(detail)))
+                log.warning("denied client=%s port=%s reason=tls-handshake detail=%s",
+                            self.remote_addr, self.server.label, _token(str(detail)))
                 return False
             except OSError as exc:
                 log.info("dropped client=%s port=%s reason=tls-handshake detail=%s",
@@ -376,17 +380,40 @@ def probe(settings: Settings, timeout: float = 1.0) -> str | None:
             plain.close()
     except (OSError, http.client.HTTPException) as exc:
         return f"HTTP {host}:{settings.http_port} does not answer ({exc})"
+    try:
+        problem = _tls_server_hello(host, settings.https_port, timeout)
+    except OSError as exc:
+        problem = str(exc)
+    if problem:
+        return f"HTTPS {host}:{settings.https_port} does not answer ({problem})"
+    return None
+
+
+def _tls_server_hello(host: str, port: int, timeout: float) -> str | None:
+    """None if the port answers a ClientHello with a TLS server's first flight.
+
+    The handshake is never finished: a client that completes it without a certificate is
+    refused, and that refusal is a WARNING "denied" line at every start of the stack. Closing
+    after the server's hello is logged as a dropped connection instead."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    hello = context.wrap_bio(incoming, outgoing)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        hello.do_handshake()
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        raw.sendall(outgoing.read())
+        answer = raw.recv(16384)
+    if not answer:
+        return "closed without an answer"
+    incoming.write(answer)
     try:
-        with socket.create_connection((host, settings.https_port), timeout=timeout) as raw, \
-                context.wrap_socket(raw) as secure:
-            secure.getpeercert(binary_form=True)
-    except ssl.SSLError:
-        pass  # a TLS alert (no client certificate) is an answer from a TLS server
-    except OSError as exc:
-        return f"HTTPS {host}:{settings.https_port} does not answer ({exc})"
+        hello.do_handshake()  # parses the ServerHello; wants more than one read brings
+    except ssl.SSLWantReadError:
+        pass
+    except ssl.SSLError as exc:
+        return f"not a TLS server: {exc.reason or exc}"
     return None
 
 

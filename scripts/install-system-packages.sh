@@ -5,6 +5,8 @@ set -euo pipefail
 packages=(
   kamailio kamailio-python3-modules kamailio-postgres-modules kamailio-tls-modules
   postgresql sip-tester python3-venv openssl "$@"
+  # make test runs fail2ban-regex with the shipped filters on real log files.
+  fail2ban
   # The operators' pages are tested in a real browser (Playwright drives Debian's build).
   chromium
 )

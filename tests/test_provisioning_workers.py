@@ -149,3 +149,15 @@ def test_tls_port_offers_ecdsa_and_falls_back_to_rsa(
          "-sigalgs", sigalgs, "-cert", str(cert), "-key", str(key)],
         input="", capture_output=True, text=True, timeout=30, check=False)
     assert f"Peer signature type: {key_type}" in done.stdout, done.stdout[-2000:]
+
+
+def test_the_readiness_probe_leaves_no_warning_in_the_log(
+    two_workers: tuple[Settings, RunningService],
+) -> None:
+    """`make up` probes the TLS port at every start: an operator's alerting must not read that
+    as a refused client."""
+    _, running = two_workers
+    text = running.wait_for_log("port=tls reason=tls-handshake detail=eof")
+    assert "dropped client=127.0.0.1 port=tls" in text
+    assert " WARNING " not in text
+    assert "denied" not in text
