@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run up down test lint stubs bench deps system clean
+.PHONY: run up down purge test lint stubs bench deps system clean
 
 run: deps
 	$(VENV)/bin/autoprov run
@@ -14,6 +14,10 @@ up: deps
 
 down:
 	@if [ -x $(VENV)/bin/autoprov ]; then $(VENV)/bin/autoprov down; fi
+
+# `down`, then delete this checkout's private database cluster (wherever it lives) and var/.
+purge: deps
+	$(VENV)/bin/autoprov purge
 
 test: deps
 	$(VENV)/bin/ruff check .

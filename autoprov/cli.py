@@ -192,6 +192,11 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
+    stack.purge(settings)
+    return 0
+
+
 Handler = Callable[[Settings, argparse.Namespace], int]
 
 
@@ -206,7 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     command(sub, "run", cmd_run, "run the whole stack in the foreground")
     command(sub, "up", cmd_up, "start the stack in the background")
-    command(sub, "down", cmd_down, "stop what `up` started")
+    p = command(sub, "down", cmd_down, "stop what `up` started and this checkout's database")
+    p.description = ("Stop the services `up` started and, when db_url is empty, this checkout's "
+                     "private PostgreSQL cluster (whoever started it). An external database is "
+                     "never touched.")
+    p = command(sub, "purge", cmd_purge, "stop everything, then delete this checkout's data")
+    p.description = ("Do what `down` does, then delete this checkout's private PostgreSQL "
+                     "cluster wherever it lives (as root: /var/lib/postgresql/autoprov/NAME-HASH, "
+                     "the target of var_dir/pg) and var_dir with its TLS material, logs and pid "
+                     "files. An external database (db_url) is never touched; with db_url set, "
+                     "a running private cluster is refused rather than removed.")
 
     db_parser = sub.add_parser("db", help="database").add_subparsers(dest="db", required=True)
     command(db_parser, "url", cmd_db_url, "print the database URL in use")

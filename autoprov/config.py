@@ -24,9 +24,10 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    # Where state lives: the private database cluster, TLS material, logs, pid files.
+    # Where state lives: TLS material, logs, pid files, the private database cluster (as root,
+    # var_dir/pg is a symlink to it: see autoprov.pgcluster.checkout_base).
     var_dir: Path = Path("var")
-    # Empty: use the private PostgreSQL cluster under var_dir/pg on db_port.
+    # Empty: use this checkout's private PostgreSQL cluster on db_port.
     db_url: str = ""
     db_port: int = 5433
     kamailio_schema_dir: Path = Path("/usr/share/kamailio/postgres")
@@ -100,10 +101,6 @@ class Settings:
     @property
     def log_dir(self) -> Path:
         return self.var_dir / "log"
-
-    @property
-    def pg_dir(self) -> Path:
-        return self.var_dir / "pg"
 
     @property
     def tls_dir(self) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 
 from autoprov.config import ROOT, Settings
-from autoprov.pgcluster import Cluster
+from autoprov.pgcluster import Cluster, checkout_base
 
 SQL_DIR = ROOT / "sql"
 # Kamailio tables we need, with the schema file that creates each and its version-table name.
@@ -33,7 +33,8 @@ class MigrationError(RuntimeError):
 
 
 def private_cluster(settings: Settings) -> Cluster:
-    return Cluster(settings.pg_dir, settings.db_port)
+    """This checkout's own cluster, used when db_url is empty (where it lives: checkout_base)."""
+    return Cluster(checkout_base(settings.var_dir), settings.db_port)
 
 
 def url(settings: Settings) -> str:

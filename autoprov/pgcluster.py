@@ -6,7 +6,9 @@ PostgreSQL refuses to run as root, so when we are root every server command runs
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -14,6 +16,9 @@ from pathlib import Path
 
 DB_NAME = "autoprov"
 DB_USER = "autoprov"
+# As root, a checkout's cluster lives here, not in its var/: the postgres user must reach it,
+# and a checkout may sit in a folder only root can enter (/root is 0700).
+SHARED_ROOT = Path("/var/lib/postgresql/autoprov")
 
 
 class ClusterError(RuntimeError):
@@ -31,6 +36,47 @@ def _as_server_user(cmd: list[str]) -> list[str]:
     if os.geteuid() == 0:
         return ["runuser", "-u", "postgres", "--", *cmd]
     return cmd
+
+
+def _server_user_can_write(path: Path) -> bool:
+    probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-w", str(path)],
+                           capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def checkout_key(var_dir: Path) -> str:
+    """A folder name unique to a checkout: its name for humans, a hash of var_dir for the rest."""
+    resolved = var_dir.resolve()
+    name = re.sub(r"[^a-z0-9]+", "-", resolved.parent.name.lower()).strip("-")[:32] or "checkout"
+    return f"{name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:16]}"
+
+
+def checkout_base(var_dir: Path) -> Path:
+    """Where the private cluster of the checkout whose state is var_dir lives."""
+    in_checkout = var_dir / "pg"
+    if os.geteuid() != 0:
+        return in_checkout  # PostgreSQL runs as this user, who can reach their own checkout
+    # A cluster made there before the shared folder existed keeps being used while it can be.
+    if (not in_checkout.is_symlink() and (in_checkout / "data" / "PG_VERSION").exists()
+            and _server_user_can_write(in_checkout)):
+        return in_checkout
+    return SHARED_ROOT / checkout_key(var_dir)
+
+
+def leave_pointer(var_dir: Path, base: Path) -> None:
+    """Make var_dir/pg a symlink to a cluster kept elsewhere, so an operator finds it."""
+    pointer = var_dir / "pg"
+    if pointer == base:
+        return
+    if pointer.is_symlink():
+        if pointer.readlink() == base:
+            return
+        pointer.unlink()
+    elif pointer.is_dir():
+        if (pointer / "data" / "PG_VERSION").exists():
+            return  # a cluster the postgres user cannot reach: someone's data, left alone
+        shutil.rmtree(pointer)  # what a failed first start left: it holds no database
+    pointer.symlink_to(base)
 
 
 class Cluster:
@@ -60,13 +106,13 @@ class Cluster:
     def init(self) -> None:
         if self.initialized():
             return
-        self.base.mkdir(parents=True, exist_ok=True)
+        if not self.base.parent.exists():
+            self.base.parent.mkdir(parents=True)
+            self.base.parent.chmod(0o755)  # the postgres user passes through, whatever the umask
+        self.base.mkdir(exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.base, "postgres", "postgres")
-            probe = subprocess.run(
-                ["runuser", "-u", "postgres", "--", "test", "-w", str(self.base)], check=False
-            )
-            if probe.returncode != 0:
+            if not _server_user_can_write(self.base):
                 raise ClusterError(
                     f"the postgres user cannot reach {self.base}: a parent folder is not "
                     "searchable by others (chmod o+x it), or set AUTOPROV_DB_URL"

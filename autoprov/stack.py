@@ -1,9 +1,10 @@
-"""`make run`, `make up`, `make down`: the database, Kamailio and the web service together."""
+"""`make run`, `up`, `down`, `purge`: the database, Kamailio and the web service together."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import IO
 
 import psycopg
 
-from autoprov import db, kamailio, sipprobe, tls
+from autoprov import db, kamailio, pgcluster, sipprobe, tls
 from autoprov.config import ROOT, Settings
 from provisioning_wsgi import server as provisioning
 
@@ -83,6 +84,7 @@ def prepare(settings: Settings) -> bool:
     if not settings.db_url:
         cluster = db.private_cluster(settings)
         cluster.init()
+        pgcluster.leave_pointer(settings.var_dir, cluster.base)
         if not cluster.running():
             cluster.start()
             started = True
@@ -149,14 +151,9 @@ def _alive(pid_file: Path) -> int | None:
     return pid
 
 
-_CLUSTER_MARK = "cluster.started-by-up"
-
-
 def up(settings: Settings) -> None:
     """Start everything in the background; return once every part answers."""
-    started_cluster = prepare(settings)
-    if started_cluster:
-        (settings.run_dir / _CLUSTER_MARK).touch()
+    prepare(settings)
     deadline = time.monotonic() + READY_TIMEOUT
     for service in services(settings):
         pid_file = _pid_file(settings, service.name)
@@ -179,18 +176,36 @@ def up(settings: Settings) -> None:
 
 
 def down(settings: Settings) -> None:
-    """Stop what `up` started, and nothing else."""
+    """Stop what `up` started and this checkout's private cluster; never an external database."""
     for pid_file in sorted(settings.run_dir.glob("*.up.pid"), reverse=True):
         pid = _alive(pid_file)
         if pid:
             _stop_process(pid)
             print(f"{pid_file.name.removesuffix('.up.pid')}: stopped")
         pid_file.unlink(missing_ok=True)
-    mark = settings.run_dir / _CLUSTER_MARK
-    if mark.exists():
-        db.private_cluster(settings).stop()
-        mark.unlink()
-        print("database: stopped")
+    if not settings.db_url:
+        cluster = db.private_cluster(settings)
+        if cluster.running():
+            cluster.stop()
+            print("database: stopped")
+
+
+def purge(settings: Settings) -> None:
+    """`down`, then delete this checkout's private cluster (wherever it lives) and var_dir."""
+    var_dir = settings.var_dir.resolve()
+    if ROOT.is_relative_to(var_dir):
+        raise StackError(f"var_dir {var_dir} holds the code itself: not removing it")
+    down(settings)
+    cluster = db.private_cluster(settings)
+    if cluster.running():  # down leaves it running only when db_url is set: it may be in use
+        raise StackError(f"db_url is set and this checkout's private cluster is running: "
+                         f"not removing it (stop it with pg_ctl -D {cluster.data} stop)")
+    if cluster.base.exists():
+        shutil.rmtree(cluster.base)
+        print(f"database: removed {cluster.base}")
+    if var_dir.exists():
+        shutil.rmtree(var_dir)
+        print(f"removed {var_dir}")
 
 
 @contextlib.contextmanager

@@ -7,13 +7,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from autoprov import sipprobe
+from autoprov import db, sipprobe
 from autoprov.config import Settings
 from autoprov.pgcluster import Cluster
 from tests.conftest import VENV_BIN, autoprov_cli, make_settings, world_readable_tmpdir
@@ -22,12 +23,14 @@ from tests.ports import free_port
 
 @pytest.fixture
 def own_stack() -> Iterator[Settings]:
-    """Settings for a whole private stack: its own var/, database cluster and ports."""
-    base = world_readable_tmpdir("autoprov-stack-")
+    """Settings for a whole private stack: its own var/ (in a 0700 folder), cluster and ports."""
+    base = Path(tempfile.mkdtemp(prefix="autoprov-stack-"))
     settings = make_settings(base / "var", db_port=free_port())
+    cluster = db.private_cluster(settings)
     yield settings
-    autoprov_cli(settings, "down")
-    Cluster(settings.pg_dir, settings.db_port).stop()
+    autoprov_cli(settings, "purge")
+    cluster.stop()
+    shutil.rmtree(cluster.base, ignore_errors=True)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -44,7 +47,7 @@ def test_up_is_ready_when_it_returns_is_repeatable_and_down_stops_it(own_stack: 
     first = autoprov_cli(own_stack, "up", timeout=120)
     assert first.returncode == 0, first.stdout + first.stderr
     assert sip_answers(own_stack)
-    cluster = Cluster(own_stack.pg_dir, own_stack.db_port)
+    cluster = db.private_cluster(own_stack)
     assert cluster.running()
     assert autoprov_cli(own_stack, "db", "url").stdout.strip() == cluster.url()
 
@@ -65,7 +68,7 @@ def test_up_says_which_part_failed(own_stack: Settings) -> None:
         result = autoprov_cli(own_stack, "up", timeout=120)
     assert result.returncode != 0
     assert "kamailio" in result.stderr
-    assert not Cluster(own_stack.pg_dir, own_stack.db_port).running()
+    assert not db.private_cluster(own_stack).running()
 
 
 def test_run_in_the_foreground_stops_every_part_on_ctrl_c(own_stack: Settings) -> None:
@@ -86,5 +89,50 @@ def test_run_in_the_foreground_stops_every_part_on_ctrl_c(own_stack: Settings) -
         if proc.poll() is None:
             proc.kill()
     assert not sip_answers(own_stack)
-    assert not Cluster(own_stack.pg_dir, own_stack.db_port).running()
+    assert not db.private_cluster(own_stack).running()
     assert not Path(own_stack.run_dir, "kamailio.up.pid").exists()
+
+
+def test_down_stops_the_checkouts_database_whoever_started_it(own_stack: Settings) -> None:
+    cluster = db.private_cluster(own_stack)
+    cluster.init()
+    cluster.start()  # as a `make run` killed with SIGKILL leaves it
+
+    down = autoprov_cli(own_stack, "down")
+
+    assert down.returncode == 0, down.stderr
+    assert "database: stopped" in down.stdout
+    assert not cluster.running()
+
+
+def test_down_never_stops_an_external_database(own_stack: Settings) -> None:
+    cluster = db.private_cluster(own_stack)
+    cluster.init()
+    cluster.start()
+    external = own_stack.replace(db_url=cluster.url())  # the same server, named by db_url
+
+    assert autoprov_cli(external, "down").returncode == 0
+    assert cluster.running()
+    purge = autoprov_cli(external, "purge")
+    assert purge.returncode != 0
+    assert "not removing it" in purge.stderr
+    assert cluster.running()
+    assert cluster.initialized()
+
+
+def test_a_cluster_already_in_var_pg_keeps_being_used_and_purge_removes_it() -> None:
+    base = world_readable_tmpdir("autoprov-legacy-")  # the postgres user reaches var/pg there
+    try:
+        settings = make_settings(base / "var", db_port=free_port())
+        legacy = Cluster(settings.var_dir / "pg", settings.db_port, durable=False)
+        legacy.init()
+
+        url = autoprov_cli(settings, "db", "url")
+        assert url.returncode == 0, url.stderr
+        assert url.stdout.strip() == legacy.url()
+
+        purge = autoprov_cli(settings, "purge")
+        assert purge.returncode == 0, purge.stderr
+        assert not settings.var_dir.exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
