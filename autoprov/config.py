@@ -84,8 +84,11 @@ class Settings:
     # port, as browsers have no phone client certificate for https_port; 0 = no listener.
     admin_port: int = 1446
     admin_user: str = "admin"
-    # Empty: the pages are off (every path answers 404).
+    # Empty: the pages are off (they answer 404; /healthz is served all the same).
     admin_password: str = dataclasses.field(default="", repr=False)
+    # Prometheus' login to /metrics on admin_port (`Authorization: Bearer ...`), besides the
+    # pages' one; empty: none. /metrics is 404 while neither is set.
+    admin_metrics_token: str = dataclasses.field(default="", repr=False)
     # A certificate browsers trust; empty: tls_cert / tls_key (or the development ones).
     admin_tls_cert: str = ""
     admin_tls_key: str = ""

@@ -12,6 +12,7 @@ Log lines have a fixed shape for fail2ban, with the client address and never a s
 from __future__ import annotations
 
 import logging
+import time
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 import psycopg
 
-from provisioning_wsgi import identity, logsink, store, vendors
+from provisioning_wsgi import identity, logsink, metrics, store, vendors
 from provisioning_wsgi.cache import ConfigCache, FetchWriter
 from provisioning_wsgi.render import (
     BOOTSTRAP_PATH,
@@ -88,9 +89,11 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 class ProvisioningApp:
     def __init__(self, port: Port, renderer: Renderer, db: store.Store, cache: ConfigCache,
-                 writer: FetchWriter) -> None:
-        """cache: rendered configs kept in memory; writer: fetches recorded in the background."""
+                 writer: FetchWriter, meter: metrics.Meter) -> None:
+        """cache: rendered configs kept in memory; writer: fetches recorded in the background;
+        meter: this port's request counters and latencies, for /metrics."""
         self.port = port
+        self.meter = meter
         self.prefix = CONFIG_PATH if port == "tls" else BOOTSTRAP_PATH
         self.renderer = renderer
         self.store = db
@@ -99,6 +102,7 @@ class ProvisioningApp:
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()  # vDSO, not a system call
         method = str(environ.get("REQUEST_METHOD", "GET"))
         path = str(environ.get("PATH_INFO", ""))
         client = str(environ.get("REMOTE_ADDR", "-"))
@@ -109,6 +113,7 @@ class ProvisioningApp:
             log.exception("error client=%s port=%s file=%s", client, self.port, _loggable(file))
             response = _text(500, "internal-error")
         self._log_access(client, method, file, response)
+        self.meter.record(response.status, time.perf_counter() - started)
         headers = response.headers
         if response.status != 304:
             headers = [*headers, ("Content-Length", str(len(response.body)))]

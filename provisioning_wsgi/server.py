@@ -34,7 +34,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from autoprov import config_fetch, tls
 from autoprov.config import ROOT, Settings
 from autoprov.redirect.worker import run_worker
-from provisioning_wsgi import identity, logsink, sockfile, workers
+from provisioning_wsgi import identity, logsink, metrics, sockfile, workers
 from provisioning_wsgi.admin.app import AdminApp
 from provisioning_wsgi.app import ProvisioningApp
 from provisioning_wsgi.cache import ConfigCache, FetchWriter
@@ -270,13 +270,17 @@ def phone_servers(settings: Settings, listeners: Listeners, phone_tls: ssl.SSLCo
 
 def _make_servers(settings: Settings, listeners: Listeners, phone_tls: ssl.SSLContext,
                   renderer: Renderer, cache: ConfigCache, writer: FetchWriter,
-                  with_admin: bool) -> list[Server]:
+                  shared: metrics.Shared, index: int) -> list[Server]:
     db = Store(settings)
-    servers = phone_servers(settings, listeners, phone_tls,
-                            ProvisioningApp("bootstrap", renderer, db, cache, writer),
-                            ProvisioningApp("tls", renderer, db, cache, writer))
-    if with_admin and "admin" in listeners:
-        admin = _server(listeners["admin"], AdminApp(settings), ADMIN_THREADS, "admin")
+    servers = phone_servers(
+        settings, listeners, phone_tls,
+        ProvisioningApp("bootstrap", renderer, db, cache, writer,
+                        shared.meter("bootstrap", index)),
+        ProvisioningApp("tls", renderer, db, cache, writer, shared.meter("tls", index)))
+    if index == 0 and "admin" in listeners:
+        admin = _server(listeners["admin"],
+                        AdminApp(settings, shared, shared.meter("admin", index)),
+                        ADMIN_THREADS, "admin")
         admin.ssl_adapter = ClientCertAdapter(settings, admin_tls_context(settings), admin=True)
         admin.ConnectionClass = HandshakeInWorker
         servers.append(admin)
@@ -309,14 +313,16 @@ def serve(settings: Settings) -> int:
                  settings.admin_port, "on" if settings.admin_password else
                  "off until admin_password is set")
     count = workers.count(settings.http_workers)
+    # Made before the workers fork, so that all of them count into it: see metrics.
+    shared = metrics.Shared(count, max(PLAIN_THREADS, TLS_THREADS, ADMIN_THREADS))
     if count == 1:
-        return serve_worker(settings, listeners, phone_tls, 0)
-    return workers.supervise(count,
-                             lambda index: serve_worker(settings, listeners, phone_tls, index))
+        return serve_worker(settings, listeners, phone_tls, shared, 0)
+    return workers.supervise(count, lambda index: serve_worker(settings, listeners, phone_tls,
+                                                               shared, index))
 
 
 def serve_worker(settings: Settings, listeners: Listeners, phone_tls: ssl.SSLContext,
-                 index: int) -> int:
+                 shared: metrics.Shared, index: int) -> int:
     """One worker process: every phone port; worker 0 also the operators' pages, the pruning
     of old fetch records and the vendor redirect jobs (each needs to run once)."""
     log_handler = logsink.install()
@@ -325,8 +331,8 @@ def serve_worker(settings: Settings, listeners: Listeners, phone_tls: ssl.SSLCon
     writer = FetchWriter(Store(settings))
     cache.start()
     writer.start()
-    servers = _make_servers(settings, listeners, phone_tls, renderer, cache, writer,
-                            with_admin=index == 0)
+    servers = _make_servers(settings, listeners, phone_tls, renderer, cache, writer, shared,
+                            index)
     for srv in servers:
         srv.prepare()
     stop = threading.Event()

@@ -6,8 +6,13 @@
   GET  /admin/bootstrap[?mac=MAC]       have this browser hand a phone its provisioning URL
   GET  /admin/api/fetches?mac=&after=   the device's config fetches after a fetch id (polled)
   GET  /admin/static/NAME               the pages' script and style
+  GET  /healthz                         200 while the database answers, else 503 (no login)
+  GET  /metrics                         Prometheus metrics (see docs/monitoring.md)
 
-Every answer needs the admin credentials; with no admin_password configured every path is 404.
+Every answer but /healthz needs the admin credentials (/metrics: or the admin_metrics_token as
+a Bearer token); with no admin_password configured every page is 404, and /metrics too unless
+admin_metrics_token is set. /healthz is always there: it is the load balancer's. Its 200s are
+not logged (a load balancer asks every few seconds), its 503s are.
 Log lines have the provisioning service's fixed shape, for fail2ban:
   access client=ADDR port=admin method=M path=P status=N [reason=R]
   denied client=ADDR port=admin reason=R path=P
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from wsgiref.types import StartResponse, WSGIEnvironment
@@ -27,9 +33,10 @@ import psycopg
 from autoprov import db, devices, resync
 from autoprov.config import Settings
 from autoprov.mac import InvalidMacError, normalize
-from provisioning_wsgi import browser_push
+from provisioning_wsgi import browser_push, metrics
 from provisioning_wsgi.admin import auth, queries, web
 from provisioning_wsgi.admin.links import BOOTSTRAP_PAGE
+from provisioning_wsgi.admin.monitoring import Monitoring
 from provisioning_wsgi.admin.pages import Pages, when
 from provisioning_wsgi.vendors import VENDORS
 
@@ -42,6 +49,8 @@ RESYNC_WAIT_S = 8.0
 REFRESH_S = 2
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9/._-]{0,120}$")
 _REALM = 'Basic realm="autoprov operators", charset="UTF-8"'
+_BEARER_REALM = 'Bearer realm="autoprov metrics"'
+_ALLOW_GET = ("Allow", "GET, HEAD")
 
 Conn = psycopg.Connection[tuple[object, ...]]
 Handler = Callable[[web.Request, "re.Match[str]"], web.Response]
@@ -63,10 +72,15 @@ def _mac(text: str) -> str:
 
 
 class AdminApp:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, shared: metrics.Shared, meter: metrics.Meter) -> None:
+        """shared: every worker's request counters, for /metrics; meter: this port's, here."""
         self.settings = settings
         self.credentials = auth.Credentials(settings.admin_user, settings.admin_password) \
             if settings.admin_password else None
+        self.metrics_token = auth.BearerToken(settings.admin_metrics_token) \
+            if settings.admin_metrics_token else None
+        self.monitoring = Monitoring(settings, shared)
+        self.meter = meter
         self.pages = Pages()
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"^/$"), lambda req, m: web.redirect("/admin/")),
@@ -80,6 +94,7 @@ class AdminApp:
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
         request = web.Request.from_environ(environ)
         try:
             response = self._handle(request)
@@ -87,9 +102,12 @@ class AdminApp:
             log.exception("error client=%s port=admin path=%s", request.client,
                           _loggable(request.path))
             response = web.text(500, "internal-error")
-        extra = f" reason={response.reason}" if response.reason else ""
-        log.info("access client=%s port=admin method=%s path=%s status=%d%s", request.client,
-                 _loggable(request.method), _loggable(request.path), response.status, extra)
+        self.meter.record(response.status, time.perf_counter() - started)
+        if response.status != 200 or request.path != "/healthz":
+            extra = f" reason={response.reason}" if response.reason else ""
+            log.info("access client=%s port=admin method=%s path=%s status=%d%s",
+                     request.client, _loggable(request.method), _loggable(request.path),
+                     response.status, extra)
         return response.send(start_response, request.method)
 
     def _deny(self, request: web.Request, reason: str, response: web.Response) -> web.Response:
@@ -99,15 +117,25 @@ class AdminApp:
         response.reason = reason
         return response
 
+    def _refuse(self, request: web.Request, verdict: auth.Verdict,
+                *realms: str) -> web.Response:
+        challenge = web.text(401, verdict.value, *(("WWW-Authenticate", r) for r in realms))
+        if verdict is auth.Verdict.WRONG:
+            return self._deny(request, verdict.value, challenge)
+        return challenge
+
     def _handle(self, request: web.Request) -> web.Response:
+        if request.path == "/healthz":
+            if request.method not in ("GET", "HEAD"):
+                return web.text(405, "method", _ALLOW_GET)
+            return self.monitoring.healthz()
+        if request.path == "/metrics":
+            return self._metrics(request)
         if self.credentials is None:
             return web.text(404, "admin-off")
         verdict = self.credentials.check(request.header("Authorization"))
         if verdict is not auth.Verdict.OK:
-            challenge = web.text(401, verdict.value, ("WWW-Authenticate", _REALM))
-            if verdict is auth.Verdict.WRONG:
-                return self._deny(request, verdict.value, challenge)
-            return challenge
+            return self._refuse(request, verdict, _REALM)
         method = "GET" if request.method == "HEAD" else request.method
         allowed = []
         for route_method, pattern, handler in self.routes:
@@ -127,6 +155,19 @@ class AdminApp:
         if allowed:
             return web.text(405, "method", ("Allow", ", ".join(allowed)))
         return web.text(404, "unknown-path")
+
+    def _metrics(self, request: web.Request) -> web.Response:
+        logins = [c for c in (self.credentials, self.metrics_token) if c is not None]
+        if not logins:
+            return web.text(404, "admin-off")
+        verdict = auth.either(request.header("Authorization"), *logins)
+        if verdict is not auth.Verdict.OK:
+            return self._refuse(request, verdict,
+                                *[_REALM if isinstance(c, auth.Credentials) else _BEARER_REALM
+                                  for c in logins])
+        if request.method not in ("GET", "HEAD"):
+            return web.text(405, "method", _ALLOW_GET)
+        return self.monitoring.metrics()
 
     def _connect(self) -> Conn:
         return psycopg.connect(db.url(self.settings), connect_timeout=CONNECT_TIMEOUT_S,

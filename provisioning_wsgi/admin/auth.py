@@ -2,6 +2,7 @@
 
 HTTP Basic authentication against the configured admin_user / admin_password (the admin port is
 always TLS). Both names are compared in constant time, and both always, so timing tells nothing.
+/metrics also takes `Authorization: Bearer admin_metrics_token` (a scraper's), compared the same.
 
 Browsers send Basic credentials with any request to the site, whoever's page made it, so a
 state-changing form also carries a token (double-submit: the same random value in a cookie that
@@ -58,6 +59,28 @@ class Credentials:
         same_user = hmac.compare_digest(_digest(user), self._user)
         same_password = hmac.compare_digest(_digest(password), self._password)
         return Verdict.OK if sep and same_user & same_password else Verdict.WRONG
+
+
+class BearerToken:
+    def __init__(self, token: str) -> None:
+        self._token = _digest(token)
+
+    def check(self, authorization: str | None) -> Verdict:
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return Verdict.MISSING
+        return Verdict.OK if hmac.compare_digest(_digest(token.strip()), self._token) \
+            else Verdict.WRONG
+
+
+def either(authorization: str | None, *checks: Credentials | BearerToken) -> Verdict:
+    """OK if one of the configured checks accepts the header. A Basic or Bearer credential that
+    none accepts is WRONG, also when that kind is not configured: it was a guess all the same."""
+    verdicts = [check.check(authorization) for check in checks]
+    if Verdict.OK in verdicts:
+        return Verdict.OK
+    scheme = (authorization or "").strip().partition(" ")[0].lower()
+    return Verdict.WRONG if scheme in ("basic", "bearer") else Verdict.MISSING
 
 
 def new_token() -> str:
