@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run up down purge test lint stubs bench deps system clean
+.PHONY: run up down purge test lint stubs bench deps system clean install
 
 run: deps
 	$(VENV)/bin/autoprov run
@@ -49,6 +49,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+# autoprov as systemd services (docs/install.md); DESTDIR=DIR installs under DIR, as for a package.
+install:
+	DESTDIR="$(DESTDIR)" scripts/install-service.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from provisioning_wsgi import preview, vendors
 from provisioning_wsgi import server as provisioning
 from provisioning_wsgi.admin import links as admin_links
 
+DB_RETRY_S = 2.0
+
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
@@ -36,6 +39,16 @@ def cmd_db_url(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    # At boot the database may answer later than we start; systemd starts the services once
+    # this returns (systemd 252 fails their start at once if this exits with an error instead).
+    while args.wait_for_database:
+        try:
+            with db.connect(settings):
+                break
+        except psycopg.OperationalError as exc:
+            print(f"autoprov: waiting for the database: {str(exc).strip()}", file=sys.stderr,
+                  flush=True)
+            time.sleep(DB_RETRY_S)
     applied = db.migrate(settings)
     print("\n".join(f"applied {name}" for name in applied) or "database is up to date")
     return 0
@@ -160,6 +173,11 @@ def cmd_tls_ca(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tls_dev_material(settings: Settings, args: argparse.Namespace) -> int:
+    tls.ensure_dev_material(settings)
+    return 0
+
+
 def cmd_kamailio_reload(settings: Settings, args: argparse.Namespace) -> int:
     kamailio.reload_kemi(settings)
     print("KEMI code reloads in every worker on its next message")
@@ -176,6 +194,10 @@ def cmd_kamailio_stubs(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_kamailio_command(settings: Settings, args: argparse.Namespace) -> int:
     print(" ".join(kamailio.command(settings)))
     return 0
+
+
+def cmd_kamailio_run(settings: Settings, args: argparse.Namespace) -> int:
+    kamailio.run(settings)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -224,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     db_parser = sub.add_parser("db", help="database").add_subparsers(dest="db", required=True)
     command(db_parser, "url", cmd_db_url, "print the database URL in use")
-    command(db_parser, "migrate", cmd_db_migrate, "apply sql/ migrations (safe to repeat)")
+    p = command(db_parser, "migrate", cmd_db_migrate, "apply sql/ migrations (safe to repeat)")
+    p.add_argument("--wait-for-database", action="store_true",
+                   help=f"retry every {DB_RETRY_S:.0f}s until the database answers")
 
     dev = sub.add_parser("device", help="devices").add_subparsers(dest="device", required=True)
     p = command(dev, "add", cmd_device_add, "create a device")
@@ -268,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vendor", required=True, choices=sorted(vendors.VENDORS))
     p.add_argument("--out", required=True, metavar="DIR")
     command(tls_parser, "ca", cmd_tls_ca, "print the path of the development CA certificate")
+    command(tls_parser, "dev-material", cmd_tls_dev_material,
+            "create the development CA and server certificates that empty tls_* settings use")
 
     kam = sub.add_parser("kamailio", help="the SIP proxy").add_subparsers(dest="kam",
                                                                           required=True)
@@ -275,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(kam, "stubs", cmd_kamailio_stubs, "write typed KSR stubs from the running proxy")
     p.add_argument("--out", default="typings")
     command(kam, "command", cmd_kamailio_command, "print the Kamailio command line")
+    command(kam, "run", cmd_kamailio_run,
+            "exec Kamailio in the foreground with that command line (systemd's ExecStart)")
     return parser
 
 

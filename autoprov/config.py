@@ -2,7 +2,8 @@
 
 Kamailio's embedded Python, the web service and the CLI all call :func:`load`, so a value
 set once is seen everywhere. Relative paths are resolved against the directory of the
-configuration file (the project root by default).
+configuration file (by default the checkout's autoprov.toml, or /etc/autoprov/autoprov.toml when
+installed: autoprov.paths).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from autoprov import paths
+
+# The folder holding the packages: the checkout's top, or site-packages (see autoprov.paths).
+ROOT = paths.CODE_ROOT
 ENV_PREFIX = "AUTOPROV_"
 
 
@@ -95,7 +99,7 @@ class Settings:
 
     @property
     def kamailio_cfg(self) -> Path:
-        return ROOT / "kamailio.cfg"
+        return paths.KAMAILIO_CFG
 
     @property
     def run_dir(self) -> Path:
@@ -152,7 +156,7 @@ def _coerce(name: str, default: Any, raw: Any) -> Any:
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
-    return Path(env.get(ENV_PREFIX + "CONFIG") or ROOT / "autoprov.toml").resolve()
+    return Path(env.get(ENV_PREFIX + "CONFIG") or paths.DEFAULT_CONFIG).resolve()
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:

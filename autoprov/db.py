@@ -13,10 +13,11 @@ from pathlib import Path
 
 import psycopg
 
-from autoprov.config import ROOT, Settings
+from autoprov import paths
+from autoprov.config import Settings
 from autoprov.pgcluster import Cluster, checkout_base
 
-SQL_DIR = ROOT / "sql"
+SQL_DIR = paths.SQL_DIR
 # Kamailio tables we need, with the schema file that creates each and its version-table name.
 KAMAILIO_SCHEMA_FILES = (
     ("version", "standard-create.sql"),

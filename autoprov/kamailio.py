@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import sysconfig
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from autoprov import db
 from autoprov.config import ROOT, Settings
@@ -65,22 +67,47 @@ def environment(settings: Settings, code_root: Path = ROOT,
     return env
 
 
+def run(settings: Settings) -> NoReturn:
+    """Become Kamailio, in the foreground, as `make run` starts it (systemd's ExecStart)."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    argv = command(settings)
+    os.execvpe(argv[0], argv, environment(settings))  # noqa: S606 (our own argv)
+
+
+@contextlib.contextmanager
+def _reply_socket(settings: Settings) -> Iterator[socket.socket]:
+    """A datagram socket for the proxy's reply, bound where the proxy can reach and write to it.
+
+    Beside the proxy's own socket rather than in /tmp: under systemd the proxy has a private
+    /tmp. When root calls a proxy running as its service user, that user gets the socket.
+    """
+    proxy_user = os.stat(settings.rpc_socket).st_uid
+    folder = tempfile.mkdtemp(prefix="rpc-", dir=settings.run_dir)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            path = os.path.join(folder, "reply.sock")
+            sock.bind(path)
+            if os.geteuid() == 0 and proxy_user != 0:
+                os.chown(folder, proxy_user, -1)
+                os.chown(path, proxy_user, -1)
+            yield sock
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def rpc(settings: Settings, method: str, *params: Any, timeout: float = RPC_TIMEOUT) -> Any:
     """Call a Kamailio RPC over the jsonrpcs datagram socket and return its result."""
     request = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1})
-    with tempfile.TemporaryDirectory(prefix="autoprov-rpc-") as tmp:
-        reply_path = os.path.join(tmp, "reply.sock")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.bind(reply_path)
+    not_running = RpcError(f"Kamailio is not running (no RPC socket {settings.rpc_socket})")
+    try:
+        with _reply_socket(settings) as sock:
             sock.settimeout(timeout)
-            try:
-                sock.sendto(request.encode(), str(settings.rpc_socket))
-                data, _ = sock.recvfrom(4 * 1024 * 1024)
-            except (FileNotFoundError, ConnectionRefusedError):
-                raise RpcError(f"Kamailio is not running (no RPC socket {settings.rpc_socket})")\
-                    from None
-            except TimeoutError:
-                raise RpcError(f"Kamailio did not answer {method} within {timeout}s") from None
+            sock.sendto(request.encode(), str(settings.rpc_socket))
+            data, _ = sock.recvfrom(4 * 1024 * 1024)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise not_running from None
+    except TimeoutError:
+        raise RpcError(f"Kamailio did not answer {method} within {timeout}s") from None
     answer = json.loads(data)
     if "error" in answer:
         raise RpcError(f"{method}: {answer['error'].get('message', answer['error'])}")
