@@ -16,7 +16,7 @@ from typing import IO
 
 import psycopg
 
-from autoprov import db, kamailio, pgcluster, sipprobe, tls
+from autoprov import db, kamailio, logpipe, pgcluster, sipprobe, tls
 from autoprov.config import ROOT, Settings
 from provisioning_wsgi import server as provisioning
 
@@ -34,7 +34,10 @@ class Service:
     env: dict[str, str]
     # Returns None when the service answers, else what is still wrong.
     probe: Callable[[], str | None]
+    # Its lines carry no date: written to a file, they go through autoprov.logpipe, which adds one.
+    timestamp_log: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    log_pipe: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
 def _probe_sip(settings: Settings) -> str | None:
@@ -56,6 +59,7 @@ def services(settings: Settings, code_root: Path = ROOT) -> list[Service]:
             kamailio.command(settings, code_root),
             kamailio.environment(settings, code_root),
             lambda: _probe_sip(settings),
+            timestamp_log=True,
         ),
         Service(
             "provisioning",
@@ -95,8 +99,16 @@ def prepare(settings: Settings) -> bool:
     return started
 
 
-def spawn(service: Service, log: int | IO[bytes] | None = None) -> None:
-    """Start a service in its own process group (so stopping it stops its children)."""
+def spawn(service: Service, log: int | IO[bytes] | Path | None = None) -> None:
+    """Start a service in its own process group (so stopping it stops its children), its output
+    to `log` (a Path: appended to that file, through a log pipe if the service needs one)."""
+    if isinstance(log, Path):
+        if service.timestamp_log:
+            _spawn_with_log_pipe(service, log)
+            return
+        with log.open("ab") as file:
+            spawn(service, file)
+        return
     service.process = subprocess.Popen(
         service.argv, env=service.env, stdout=log,
         stderr=subprocess.STDOUT if log is not None else None,
@@ -104,10 +116,39 @@ def spawn(service: Service, log: int | IO[bytes] | None = None) -> None:
     )
 
 
+def _spawn_with_log_pipe(service: Service, log: Path) -> None:
+    # One new process group, led by the service (its pid is the one pid files and stop() use),
+    # with the pipe in it: stopping the group stops both, and the pipe drains what is left. Not a
+    # new session: a process can only join a group in its own session.
+    with log.open("ab") as errors:  # also fails here, not in the pipe, if the file is not writable
+        service.process = subprocess.Popen(
+            service.argv, env=service.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, process_group=0, cwd=ROOT,
+        )
+        assert service.process.stdout is not None
+        # The pipe starts with the stop signals blocked (a child inherits the mask) and unblocks
+        # them once it ignores them: a stop right after this returns must not kill it first.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, logpipe.STOP_SIGNALS)
+        try:
+            service.log_pipe = subprocess.Popen(
+                [sys.executable, "-m", "autoprov.logpipe", str(log)], env=service.env,
+                stdin=service.process.stdout, stdout=subprocess.DEVNULL, stderr=errors,
+                process_group=service.process.pid, cwd=ROOT,
+            )
+        except BaseException:
+            _stop_process(service.process.pid)
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            service.process.stdout.close()
+
+
 def stop(service: Service) -> None:
     if service.process is not None:
         _stop_process(service.process.pid)
         service.process.wait()
+    if service.log_pipe is not None:
+        service.log_pipe.wait()
 
 
 def wait_ready(service: Service, deadline: float) -> None:
@@ -131,8 +172,9 @@ def _stop_process(pid: int, timeout: float = 10.0) -> None:
             os.killpg(pid, 0)
         except ProcessLookupError:
             return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+        with contextlib.suppress(ChildProcessError):  # reap ours in the group (service, log pipe)
+            while os.waitpid(-pid, os.WNOHANG)[0]:
+                pass
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
@@ -161,8 +203,7 @@ def up(settings: Settings) -> None:
             wait_ready(service, deadline)
             print(f"{service.name}: already running")
             continue
-        with (settings.log_dir / f"{service.name}.log").open("ab") as log:
-            spawn(service, log)
+        spawn(service, settings.log_dir / f"{service.name}.log")
         assert service.process is not None
         pid_file.write_text(str(service.process.pid))
         try:

@@ -13,6 +13,13 @@ _REFUSED = {-2: "invalid-password", -3: "unknown-user", -8: "user-mismatch"}
 QOP_AUTH = 1
 INVALID_PASSWORD = -2
 PREVIOUS_CREDENTIALS = "autoprov.previous_credentials"
+LOGGED_MAX = 128
+
+
+def _loggable(text: str) -> str:
+    """A field of the fail2ban line as the client sent it, but one word (a line break in a folded
+    header would start a line the client wrote) and short (the line stays one write)."""
+    return "".join(c if c.isprintable() and not c.isspace() else "?" for c in text[:LOGGED_MAX])
 
 
 def handle() -> None:
@@ -33,8 +40,8 @@ def handle() -> None:
             return
         # One line, fixed shape, no secrets: "autoprov auth failed ... from=IP:PORT/PROTO".
         KSR.warn(
-            f"autoprov auth failed method=REGISTER user={pv('$au')}@{realm} "
-            f"aor={pv('$tu')} reason={reason} from={source()}\n"
+            f"autoprov auth failed method=REGISTER user={_loggable(pv('$au') + '@' + realm)} "
+            f"aor={_loggable(pv('$tu'))} reason={reason} from={source()}\n"
         )
         reply(403, "Forbidden")
         return

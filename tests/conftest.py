@@ -96,8 +96,7 @@ class RunningService:
 
 
 def start_service(service: stack.Service, log_path: Path) -> RunningService:
-    with log_path.open("ab") as log:
-        stack.spawn(service, log)
+    stack.spawn(service, log_path)
     try:
         stack.wait_ready(service, time.monotonic() + 30)
     except stack.StackError:

@@ -41,10 +41,11 @@ class SippResult:
 
 
 def _sipp_command(scenario: str, local_port: int, transport: str, timeout: float,
-                  keys: dict[str, str | int], work: str, calls: int = 1) -> list[str]:
+                  keys: dict[str, str | int], work: str, calls: int = 1,
+                  local_ip: str = "127.0.0.1") -> list[str]:
     cmd = [
         "sipp", "-sf", str(SCENARIOS / f"{scenario}.xml"),
-        "-m", str(calls), "-i", "127.0.0.1", "-p", str(local_port),
+        "-m", str(calls), "-i", local_ip, "-p", str(local_port),
         "-t", "u1" if transport == "udp" else "t1",
         "-timeout", f"{int(timeout)}s", "-timeout_error",
         "-nostdin", "-trace_msg", "-message_file", f"{work}/messages.log",
@@ -76,6 +77,8 @@ class Phone:
     transport: str = "udp"
     port: int = field(default_factory=free_port)
     user_agent: str = "Yealink SIP-T46U 108.86.0.90"
+    # The address its REGISTERs come from (any of 127.0.0.0/8 works on loopback).
+    local_ip: str = "127.0.0.1"
 
     def keys(self, **extra: str | int) -> dict[str, str | int]:
         values: dict[str, str | int] = {
@@ -91,7 +94,8 @@ class Phone:
         """Run a client scenario once, from `local_port` (a fresh port by default)."""
         port = local_port or free_port()
         with tempfile.TemporaryDirectory(prefix="sipp-") as work:
-            cmd = _sipp_command(scenario, port, self.transport, timeout, self.keys(**keys), work)
+            cmd = _sipp_command(scenario, port, self.transport, timeout, self.keys(**keys), work,
+                                local_ip=self.local_ip)
             cmd += ["-au", self.user, "-ap", self.password, f"{self.proxy[0]}:{self.proxy[1]}"]
             proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True,
                                   timeout=timeout + 10, check=False)
