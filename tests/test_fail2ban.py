@@ -314,6 +314,23 @@ def test_wrong_logins_are_found_and_the_operators_own_requests_are_not(refused: 
     assert f"denied client={CROSS_SITE} port=admin reason=csrf" in log
 
 
+def test_the_filters_read_the_same_lines_from_the_journal(refused: Settings,
+                                                         tmp_path: Path) -> None:
+    # The installed services log to the journal; fail2ban's systemd backend hands a filter
+    # "HOST IDENTIFIER[PID]: MESSAGE" and the entry's date apart (here in front, for
+    # fail2ban-regex to read a file). Kamailio's message has no date; the service's has its own.
+    for log, name, expected in ((kamailio_log(refused), "autoprov-sip", REFUSED_REGISTERS),
+                                (provisioning_log(refused), "autoprov-provisioning",
+                                 REFUSED_FETCHES),
+                                (provisioning_log(refused), "autoprov-admin", WRONG_LOGINS)):
+        journal = tmp_path / f"{name}.journal"
+        journal.write_text("".join(
+            f"{line[:23]} prov1 autoprov[42]: {line[24:] if name == 'autoprov-sip' else line}\n"
+            for line in log.read_text(errors="replace").splitlines()))
+
+        assert Counter(address for address, _ in fail2ban_regex(journal, name)) == expected
+
+
 def test_the_jails_load_as_the_readme_installs_them(refused: Settings, tmp_path: Path) -> None:
     etc = tmp_path / "fail2ban"
     shutil.copytree("/etc/fail2ban", etc)
