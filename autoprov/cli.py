@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "resync", cmd_resync, "make the device re-fetch its config (SIP NOTIFY)")
     p.add_argument("mac")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
-                   help="wait for every NOTIFY's outcome; exit 0 only if all were accepted")
+                   help="wait for every NOTIFY's outcome; exit 0 only if all were accepted "
+                   "or the phone fetched a config with the change meanwhile")
     p.add_argument("--json", action="store_true")
 
     red = sub.add_parser("redirect", help="zero-touch redirect services (Yealink, Panasonic)")\
@@ -276,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(red, "retry", cmd_redirect_retry, "queue a MAC's failed redirect job again")
     p.add_argument("mac")
 
-    command(sub, "serve", cmd_serve, "run the provisioning service (both HTTP ports)")
+    command(sub, "serve", cmd_serve,
+            "run the provisioning service (the phones' two ports and the operators' one)")
     p = command(sub, "render", cmd_render, "print the config the phone would get")
     p.add_argument("mac")
     p.add_argument("--bootstrap", action="store_true",
