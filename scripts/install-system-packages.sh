@@ -7,6 +7,8 @@ packages=(
   postgresql sip-tester python3-venv openssl "$@"
   # make test runs fail2ban-regex with the shipped filters on real log files.
   fail2ban
+  # The web front on 1444, 1445 and 1446 (issue 19).
+  nginx
   # The operators' pages are tested in a real browser (Playwright drives Debian's build).
   chromium
 )
