@@ -15,9 +15,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from autoprov import db, pgcluster, sipprobe
+from autoprov import db, pgcluster
 from autoprov.config import ROOT, Settings
 from tests.ports import free_port
+from tests.test_stack import sip_answers
 
 
 @dataclass
@@ -62,15 +63,6 @@ def clone() -> Iterator[Clone]:
         cluster.stop()
         shutil.rmtree(cluster.base, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
-
-
-def sip_answers(settings: Settings) -> bool:
-    try:
-        for address in settings.sip_listen:
-            sipprobe.options(*sipprobe.parse_listen(address), timeout=0.5)
-    except OSError:
-        return False
-    return True
 
 
 def http_answers(settings: Settings) -> bool:
