@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -15,7 +16,18 @@ from typing import Any
 
 import psycopg
 
-from autoprov import config, config_fetch, db, devices, kamailio, kemi_stubs, resync, stack, tls
+from autoprov import (
+    config,
+    config_fetch,
+    db,
+    devices,
+    front,
+    kamailio,
+    kemi_stubs,
+    resync,
+    stack,
+    tls,
+)
 from autoprov.config import Settings
 from autoprov.mac import InvalidMacError, normalize
 from autoprov.pgcluster import ClusterError
@@ -154,6 +166,17 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return provisioning.serve(settings)
 
 
+def cmd_front_run(settings: Settings, args: argparse.Namespace) -> int:
+    front.write(settings)
+    argv = front.command(settings)
+    os.execv(argv[0], argv)  # noqa: S606 (our own argv): nginx is now systemd's main process
+
+
+def cmd_front_config(settings: Settings, args: argparse.Namespace) -> int:
+    print(front.config(settings), end="")
+    return 0
+
+
 def cmd_render(settings: Settings, args: argparse.Namespace) -> int:
     rendered = preview.render(settings, args.mac, bootstrap=args.bootstrap, file=args.file)
     sys.stdout.buffer.write(rendered.body)
@@ -279,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     command(sub, "serve", cmd_serve,
             "run the provisioning service (the phones' two ports and the operators' one)")
+    front_parser = sub.add_parser("front", help="the web front (nginx) on the web ports")\
+        .add_subparsers(dest="front", required=True)
+    command(front_parser, "run", cmd_front_run,
+            "write the front's nginx configuration and run nginx in the foreground")
+    command(front_parser, "config", cmd_front_config,
+            "print the nginx configuration the settings make")
     p = command(sub, "render", cmd_render, "print the config the phone would get")
     p.add_argument("mac")
     p.add_argument("--bootstrap", action="store_true",
@@ -317,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InvalidMacError, devices.DeviceError, resync.NoSuchDeviceError, config.ConfigError,
             ClusterError, stack.StackError, kamailio.RpcError, db.MigrationError,
             redirect_jobs.RedirectError, tls.TlsError, preview.PreviewError,
-            provisioning.ServeError) as exc:
+            provisioning.ServeError, front.FrontError) as exc:
         print(f"autoprov: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:

@@ -96,6 +96,15 @@ class Settings:
     # A certificate browsers trust; empty: tls_cert / tls_key (or the development ones).
     admin_tls_cert: str = ""
     admin_tls_key: str = ""
+    # Oldest TLS version https_port accepts: "1.0" lets old Cisco SPA firmware in.
+    tls_min_version: str = "1.2"
+    # The web front (autoprov/front.py): how long a client may take to send its request (and
+    # to read the answer), how long a kept-alive connection may idle, how large the request
+    # line and each header line may be, requests under way at once per client address.
+    front_timeout_s: int = 10
+    front_keepalive_s: int = 15
+    front_max_header_kb: int = 8
+    front_connections_per_address: int = 100
 
     @property
     def kamailio_cfg(self) -> Path:

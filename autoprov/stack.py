@@ -16,7 +16,7 @@ from typing import IO
 
 import psycopg
 
-from autoprov import db, kamailio, logpipe, pgcluster, sipprobe, tls
+from autoprov import db, front, kamailio, logpipe, pgcluster, sipprobe, tls
 from autoprov.config import ROOT, Settings
 from provisioning_wsgi import server as provisioning
 
@@ -66,6 +66,13 @@ def services(settings: Settings, code_root: Path = ROOT) -> list[Service]:
             provisioning.command(settings, code_root),
             provisioning.environment(settings, code_root),
             lambda: provisioning.probe(settings),
+        ),
+        # After the service: nginx answers 502 until the service's sockets are there.
+        Service(
+            "front",
+            [sys.executable, "-m", "autoprov.cli", "front", "run"],
+            provisioning.environment(settings, code_root),
+            lambda: front.probe(settings),
         ),
     ]
 
@@ -244,6 +251,10 @@ def purge(settings: Settings) -> None:
     if cluster.base.exists():
         shutil.rmtree(cluster.base)
         print(f"database: removed {cluster.base}")
+    sockets = front.socket_dir(settings)
+    if sockets.exists() and not sockets.is_relative_to(var_dir):
+        shutil.rmtree(sockets)
+        print(f"front: removed {sockets}")
     if var_dir.exists():
         shutil.rmtree(var_dir)
         print(f"removed {var_dir}")

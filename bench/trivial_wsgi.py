@@ -1,7 +1,6 @@
 """Baseline for the config-fetch benchmark: `autoprov serve`'s own server machinery (cheroot, the
-same worker processes, listening sockets, thread counts, timeouts, client-certificate TLS adapter
-and handshake-in-worker connection class) serving a constant body from a trivial app: no
-database, no template, no logging.
+same worker processes, unix sockets behind the web front, thread counts and timeouts) serving a
+constant body from a trivial app: no database, no template, no logging.
 
 python -m bench.trivial_wsgi BODY_PLAIN BODY_TLS  (ports and TLS files from AUTOPROV_* settings)
 """
@@ -33,11 +32,9 @@ def main(argv: list[str]) -> int:
     settings = config.load()
     plain_body, tls_body = Path(argv[0]).read_bytes(), Path(argv[1]).read_bytes()
     listeners = server.listen(settings.replace(admin_port=0))
-    phone_tls = server.tls_context(settings)
 
     def serve(index: int) -> int:
-        servers = server.phone_servers(settings, listeners, phone_tls,
-                                       constant(plain_body, "text/plain"),
+        servers = server.phone_servers(listeners, constant(plain_body, "text/plain"),
                                        constant(tls_body, "text/plain"))
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

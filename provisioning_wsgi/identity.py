@@ -7,8 +7,8 @@ searched for MAC-shaped tokens, which are normalised (lower case, no separators)
 A token must stand alone (no hex digit right before or after it), so a longer hex string, such
 as a serial number, cannot name a MAC by containing it.
 
-The subject comes as the `ssl` module decoded it during the handshake (SSLSocket.getpeercert):
-parsing the certificate again here cost five times as much, on every phone's first fetch.
+The subject comes from the web front (autoprov/front.py) as the string nginx makes of the verified
+certificate's subject ($ssl_client_s_dn, RFC 2253): dn_values takes its attribute values apart.
 """
 
 from __future__ import annotations
@@ -36,6 +36,42 @@ DecodedSubject = Iterable[Iterable[tuple[str, str]]]
 
 def subject_values(subject: DecodedSubject) -> tuple[str, ...]:
     return tuple(value for rdn in subject for _name, value in rdn)
+
+
+def dn_values(dn: str) -> tuple[str, ...]:
+    """The attribute values of an RFC 2253 distinguished name ("CN=a\\, b,ST=c" -> "a, b", "c").
+
+    Escapes are undone (a backslash before a character, or before two hex digits for a byte of
+    UTF-8), so that a value reads as it does in the certificate."""
+    values: list[str] = []
+    current = bytearray()
+    in_value = False
+    i = 0
+    while i < len(dn):
+        char = dn[i]
+        if char == "\\" and i + 1 < len(dn):
+            pair = dn[i + 1:i + 3]
+            if len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair):
+                current.append(int(pair, 16))
+                i += 3
+                continue
+            current += dn[i + 1].encode()
+            i += 2
+            continue
+        if char in ",+":
+            if in_value:
+                values.append(current.decode(errors="replace"))
+            current.clear()
+            in_value = False
+        elif char == "=" and not in_value:
+            current.clear()
+            in_value = True
+        else:
+            current += char.encode()
+        i += 1
+    if in_value:
+        values.append(current.decode(errors="replace"))
+    return tuple(values)
 
 
 def macs_in(values: Iterable[str]) -> set[str]:

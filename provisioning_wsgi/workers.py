@@ -1,10 +1,9 @@
 """Several processes serving the same listening sockets.
 
 One CPython process runs Python on one core at a time (the GIL), and a fleet rebooting at once
-keeps the service busy with TLS handshakes and request parsing. So the ports are bound once, in
-the parent, and `http_workers` forked processes accept from the same sockets: the kernel hands a
-new connection to whichever process asks first. Binding before forking keeps "port already in
-use" a clean start-up error (SO_REUSEPORT would let a stale instance share the port silently).
+keeps the service busy. So the sockets the web front hands requests to are bound once, in the
+parent, and `http_workers` forked processes accept from the same sockets: the kernel hands a
+new connection to whichever process asks first.
 
 The parent only supervises: it starts no thread and opens no database connection before
 forking. A worker that dies is started again (no more often than RESTART_DELAY_S); SIGTERM or
@@ -20,6 +19,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger("autoprov.provisioning")
 
@@ -32,24 +32,6 @@ def count(configured: int) -> int:
     if configured > 0:
         return configured
     return max(1, len(os.sched_getaffinity(0)))
-
-
-def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
-    """A bound, listening, non-blocking TCP socket; OSError if the address is unusable."""
-    family, kind, proto, _name, address = socket.getaddrinfo(
-        host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(backlog)
-    except OSError:
-        sock.close()
-        raise
-    # Several processes accept from it: the one that loses a race must get EAGAIN at once,
-    # not wait in accept() while its own connections need it.
-    sock.setblocking(False)
-    return sock
 
 
 def supervise(workers: int, work: Callable[[int], int]) -> int:
@@ -140,3 +122,23 @@ def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def listening_unix_socket(path: Path, backlog: int) -> socket.socket:
+    """A bound, listening, non-blocking unix socket at path (a stale one there is replaced).
+
+    Anyone who can enter its folder may connect (front.prepare_socket_dir keeps that to the
+    front's workers): nginx's workers run as another user than this service when root."""
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        path.chmod(0o666)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    # Several processes accept from it: the one that loses a race must get EAGAIN at once,
+    # not wait in accept() while its own connections need it.
+    sock.setblocking(False)
+    return sock

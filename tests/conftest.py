@@ -81,6 +81,13 @@ def conn(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
 class RunningService:
     service: stack.Service
     log_path: Path
+    # Started with it and stopped with it (the web front of the provisioning service).
+    companions: tuple[stack.Service, ...] = ()
+
+    def stop(self) -> None:
+        for companion in reversed(self.companions):
+            stack.stop(companion)
+        stack.stop(self.service)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -119,17 +126,25 @@ def kamailio(settings: Settings) -> Iterator[RunningService]:
 
 
 def start_provisioning(settings: Settings) -> RunningService:
-    """`autoprov serve` on the settings' free ports, with development TLS material."""
+    """`autoprov serve` and its web front on the settings' free ports, with development TLS
+    material, as `make run` starts them; stop() stops both."""
     tls.ensure_dev_material(settings)
-    (svc,) = [s for s in stack.services(settings) if s.name == "provisioning"]
-    return start_service(svc, settings.log_dir / "provisioning.log")
+    services = {s.name: s for s in stack.services(settings)}
+    running = start_service(services["provisioning"], settings.log_dir / "provisioning.log")
+    try:
+        start_service(services["front"], settings.log_dir / "front.log")
+    except AssertionError:
+        running.stop()
+        raise
+    running.companions = (services["front"],)
+    return running
 
 
 @pytest.fixture(scope="session")
 def provisioning(settings: Settings) -> Iterator[RunningService]:
     running = start_provisioning(settings)
     yield running
-    stack.stop(running.service)
+    running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from autoprov import stack, tls
+from autoprov import tls
 from autoprov.config import Settings
 from tests.admin_helpers import (
     ADMIN_PASSWORD,
@@ -55,7 +55,7 @@ def admin(settings: Settings, tmp_path_factory: pytest.TempPathFactory
                          template_dir=str(templates))
     running = start_provisioning(own)
     yield own, running
-    stack.stop(running.service)
+    running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ import psycopg
 import pytest
 import requests
 
-from autoprov import stack
 from autoprov.config import Settings
 from autoprov.pgcluster import Cluster
 from provisioning_wsgi.admin.health import CACHE_S, DatabaseHealth
@@ -60,7 +60,7 @@ def monitored(settings: Settings, tmp_path_factory: pytest.TempPathFactory
     own.rpc_socket.symlink_to(settings.rpc_socket)
     running = start_provisioning(own)
     yield own, running
-    stack.stop(running.service)
+    running.stop()
 
 
 def scrape(own: Settings, auth: Any = (ADMIN_USER, ADMIN_PASSWORD)) -> Scrape:
@@ -180,12 +180,15 @@ def test_fetches_on_both_phone_ports_count_exactly_whichever_worker_answered(
     file = device_file("yealink", mac)
     before = scrape(own)
     fetched = 0
-    # A new connection each: the kernel hands them to either worker. Until both have
-    # answered on both ports (a few rounds at most).
+    # Ten at once: the front opens several connections to the service, and the kernel hands
+    # them to either worker. Until both have answered on both ports (a few rounds at most).
+    def fetch(_: int) -> tuple[int, int]:
+        return (client(own).get(bootstrap_url(own, file)).status_code,
+                client(own, cert).get(config_url(own, file)).status_code)
+
     for _round in range(20):
-        for _ in range(10):
-            assert client(own).get(bootstrap_url(own, file)).status_code == 200
-            assert client(own, cert).get(config_url(own, file)).status_code == 200
+        with ThreadPoolExecutor(10) as pool:
+            assert set(pool.map(fetch, range(10))) == {(200, 200)}
         fetched += 10
         if _eventually(lambda: all(len(pids) == 2 for pids in _served_by(running, mac).values()),
                        timeout=0.5):
@@ -331,7 +334,7 @@ def test_healthz_is_503_and_metrics_say_so_while_the_database_is_unreachable(
         assert " INFO access client=127.0.0.1 port=admin method=GET path=/healthz status=503" \
             in log
     finally:
-        stack.stop(running.service)
+        running.stop()
 
 
 def test_the_database_is_asked_at_most_once_a_second() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import requests
 
-from autoprov import db, stack
+from autoprov import db
 from autoprov.config import Settings
 from provisioning_wsgi import cache, store, vendors
 from provisioning_wsgi.render import Device, Renderer
@@ -183,7 +183,7 @@ def test_a_template_changed_on_disk_is_served_within_a_second(
             assert time.monotonic() < deadline, "the changed template was not picked up"
             time.sleep(0.1)
     finally:
-        stack.stop(running.service)
+        running.stop()
 
 
 def test_a_new_per_model_template_is_served_within_a_second(
@@ -211,7 +211,7 @@ def test_a_new_per_model_template_is_served_within_a_second(
         time.sleep(1.5)  # past any remembered choice: it stays
         assert "# only the T54W" in plain().get(url).text
     finally:
-        stack.stop(running.service)
+        running.stop()
 
 
 def test_queued_fetch_records_are_written_at_shutdown(

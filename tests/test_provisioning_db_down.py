@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from autoprov import db, stack
+from autoprov import db
 from autoprov.config import Settings
 from autoprov.pgcluster import Cluster
 from tests.conftest import (
@@ -72,4 +72,4 @@ def test_database_down_is_503_and_the_service_recovers_by_itself(
         assert running.service.process is not None and running.service.process.poll() is None
         assert "database unavailable" in running.log()
     finally:
-        stack.stop(running.service)
+        running.stop()

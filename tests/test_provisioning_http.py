@@ -293,15 +293,18 @@ def test_odd_bytes_in_a_user_agent_never_hold_up_the_fetch_records(
     provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
     new_subscriber: Any,
 ) -> None:
-    """A header value with NUL, tab, backslash or a non-ASCII byte is recorded as best it can
-    be (PostgreSQL text cannot hold NUL), and the fetches after it are recorded too."""
-    odd, plain_mac = (add_device(conn, "yealink", [new_subscriber()]) for _ in range(2))
-    with socket.create_connection(("127.0.0.1", settings.http_port), timeout=5) as sock:
-        sock.sendall(f"GET /device/autoprov/bootstrap/{odd}.cfg HTTP/1.0\r\n".encode()
-                     + b"User-Agent: a\x00b\tc\\d\xe9\r\n\r\n")
-        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+    """A header value with tab, backslash or a non-ASCII byte is recorded as it came, and the
+    fetches after it are recorded too. One with NUL is refused by the front (400, logged)."""
+    odd, plain_mac, nul = (add_device(conn, "yealink", [new_subscriber()]) for _ in range(3))
+    for mac, agent, status in ((odd, b"a\tc\\d\xe9", b"200"), (nul, b"a\x00b", b"400")):
+        with socket.create_connection(("127.0.0.1", settings.http_port), timeout=5) as sock:
+            sock.sendall(f"GET /device/autoprov/bootstrap/{mac}.cfg HTTP/1.0\r\n".encode()
+                         + b"User-Agent: " + agent + b"\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 " + status + b" ")
     assert plain().get(bootstrap_url(settings, f"{plain_mac}.cfg")).status_code == 200
 
-    [(_port, _file, _version, _addr, agent)] = fetches(conn, odd)
-    assert agent == "ab\tc\\d\u00e9"
+    [(_port, _file, _version, _addr, recorded)] = fetches(conn, odd)
+    assert recorded == "a\tc\\d\u00e9"
+    assert fetches(conn, nul) == []
     assert len(fetches(conn, plain_mac)) == 1
+    provisioning.wait_for_log("denied client=127.0.0.1 port=bootstrap reason=bad-request")

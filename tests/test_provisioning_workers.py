@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from autoprov import stack, tls
+from autoprov import front, tls
 from autoprov.config import Settings
 from tests.conftest import VENV_BIN, RunningService, make_settings, start_provisioning
 from tests.provisioning_helpers import (
@@ -51,7 +51,7 @@ def two_workers(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, 
     own = make_settings(tmp_path / "var", db_url=settings.db_url, http_workers=2)
     running = start_provisioning(own)
     yield own, running
-    stack.stop(running.service)
+    running.stop()
 
 
 def test_two_workers_serve_the_same_ports_and_record_their_fetches(
@@ -101,7 +101,7 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(
             == 200
 
 
-def test_sigterm_stops_every_worker_and_frees_the_ports(
+def test_sigterm_stops_every_worker_and_removes_the_sockets(
     settings: Settings, tmp_path: Path,
 ) -> None:
     own = make_settings(tmp_path / "var", db_url=settings.db_url, http_workers=2)
@@ -117,6 +117,8 @@ def test_sigterm_stops_every_worker_and_frees_the_ports(
             "zombie" in Path(f"/proc/{worker}/status").read_text()
     log = running.log()
     assert "worker 0 stopped" in log and "worker 1 stopped" in log
+    assert not any(front.socket_path(own, label).exists() for label in front.LABELS)
+    running.stop()  # the front
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", own.https_port))  # free again
 
@@ -128,11 +130,24 @@ def test_a_taken_port_is_a_clear_error(settings: Settings, tmp_path: Path) -> No
         taken.bind(("127.0.0.1", own.https_port))
         taken.listen()
         env = {**os.environ, **own.as_env(), "AUTOPROV_CONFIG": str(tmp_path / "none.toml")}
-        done = subprocess.run([str(VENV_BIN / "autoprov"), "serve"], env=env,
+        done = subprocess.run([str(VENV_BIN / "autoprov"), "front", "run"], env=env,
                               capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode != 0
-    assert f"cannot listen on 127.0.0.1:{own.https_port}" in done.stderr
+    assert f"bind() to 127.0.0.1:{own.https_port} failed (98: Address already in use)" \
+        in done.stderr
+
+
+def test_a_second_service_on_the_same_sockets_is_a_clear_error(
+    two_workers: tuple[Settings, RunningService], tmp_path: Path,
+) -> None:
+    own, _ = two_workers
+    env = {**os.environ, **own.as_env(), "AUTOPROV_CONFIG": str(tmp_path / "none.toml")}
+    done = subprocess.run([str(VENV_BIN / "autoprov"), "serve"], env=env,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode != 0
+    assert f"another instance serves {front.socket_path(own, 'bootstrap')}" in done.stderr
     assert "Traceback" not in done.stderr
+    assert client(own).get(bootstrap_url(own, "y000000000108.cfg")).status_code == 200
 
 
 @pytest.mark.parametrize(("sigalgs", "key_type"), [
@@ -154,10 +169,10 @@ def test_tls_port_offers_ecdsa_and_falls_back_to_rsa(
 def test_the_readiness_probe_leaves_no_warning_in_the_log(
     two_workers: tuple[Settings, RunningService],
 ) -> None:
-    """`make up` probes the TLS port at every start: an operator's alerting must not read that
+    """`make up` probes the ports at every start: an operator's alerting must not read that
     as a refused client."""
-    _, running = two_workers
-    text = running.wait_for_log("port=tls reason=tls-handshake detail=eof")
-    assert "dropped client=127.0.0.1 port=tls" in text
+    own, running = two_workers
+    text = running.wait_for_log("access client=127.0.0.1 port=bootstrap")
     assert " WARNING " not in text
     assert "denied" not in text
+    assert (own.log_dir / "front.log").read_text() == ""

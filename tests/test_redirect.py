@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from autoprov import db, stack
+from autoprov import db
 from autoprov.config import Settings
 from autoprov.pgcluster import Cluster
 from autoprov.redirect import worker
@@ -508,4 +508,4 @@ def test_the_provisioning_service_registers_new_devices_by_itself(
         assert show(settings, mac)[1]["status"] == "registered"
         assert mac.upper() in fake.yealink_devices
     finally:
-        stack.stop(running.service)
+        running.stop()
