@@ -29,17 +29,17 @@ import psycopg
 import pytest
 import requests
 
-from autoprov import config, sipprobe
+from autoprov import config, front, sipprobe
 from autoprov.config import ROOT, Settings
 from autoprov.pgcluster import Cluster
-from provisioning_wsgi import server
 from tests.conftest import make_settings, world_readable_tmpdir
 from tests.ports import free_port
 from tests.sipp import Phone
 
 VENV = "/usr/lib/autoprov/venv"
+FRONT = "autoprov-front.service"
 UNITS = ("autoprov-migrate.service", "autoprov-kamailio.service",
-         "autoprov-provisioning.service")
+         "autoprov-provisioning.service", FRONT)
 # Stands in for the user autoprov (only a real install creates it): unprivileged, able to write
 # var_dir and nothing else that ProtectSystem=strict would leave writable.
 SERVICE_USER = ("nobody", "nogroup")
@@ -229,8 +229,13 @@ def test_units_run_unprivileged_after_the_database_and_migrations(installed: Ins
         assert service["NoNewPrivileges"] == "yes"
         assert service["ProtectSystem"] == "strict"
         assert service["ProtectHome"] == "yes" and service["PrivateTmp"] == "yes"
-        assert "postgresql.service" in parsed["Unit"]["After"].split()
         assert "network-online.target" in parsed["Unit"]["Wants"].split()
+        if name == FRONT:  # needs no database: it starts after the service behind it
+            assert "autoprov-provisioning.service" in parsed["Unit"]["After"].split()
+            assert "autoprov-provisioning.service" in parsed["Unit"]["Wants"].split()
+            assert parsed["Install"]["WantedBy"] == "multi-user.target"
+            continue
+        assert "postgresql.service" in parsed["Unit"]["After"].split()
     for name in ("autoprov-kamailio.service", "autoprov-provisioning.service"):
         parsed = unit(installed, name)
         assert parsed["Unit"]["Requires"] == "autoprov-migrate.service"
@@ -468,8 +473,17 @@ def provisioning(installed: Installed, migrated: Settings) -> Iterator[Running]:
     assert material.returncode == 0, material.stderr
     running = start(installed, migrated, *unit_command(installed, name))
     try:
-        running.wait_ready(lambda: server.probe(migrated))
-        yield running
+        # Not server.probe: as root it would look for the sockets under /run (front.socket_dir).
+        # The front's probe goes through to the service: nginx answers 502 until it is there.
+        material = autoprov(installed, migrated, *unit_command(installed, FRONT, "ExecStartPre"),
+                            service_user=True)
+        assert material.returncode == 0, material.stderr
+        web_front = start(installed, migrated, *unit_command(installed, FRONT))
+        try:
+            web_front.wait_ready(lambda: front.probe(migrated))
+            yield running
+        finally:
+            web_front.stop()
     finally:
         running.stop()
 
@@ -532,6 +546,8 @@ def test_installed_service_serves_the_bootstrap_file(
     assert reply.status_code == 200
     assert (f"https://{migrated.public_host}:{migrated.https_port}/device/autoprov/config/"
             in reply.text)
+    # Unprivileged, nginx reaches the service's sockets in var_dir, the one place it may write.
+    assert (migrated.run_dir / "front" / "bootstrap.sock").is_socket()
     deadline = time.monotonic() + 5
     while "last config fetch: never" in (shown := autoprov(
             installed, migrated, "device", "show", mac).stdout) and time.monotonic() < deadline:
