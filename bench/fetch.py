@@ -63,6 +63,10 @@ def _trivial(w: World, settings: Settings, bodies: tuple[Path, Path]) -> Running
                         lambda: provisioning.probe(settings))
     running = start_service(svc, settings.log_dir / "trivial.log")
     w.running.append(running)
+    # Behind the same web front as the service.
+    (web_front,) = [s for s in stack.services(settings) if s.name == "front"]
+    start_service(web_front, settings.log_dir / "front.log")
+    running.companions = (web_front,)
     return running
 
 

@@ -67,7 +67,7 @@ class World:
         return running
 
     def stop(self, running: RunningService) -> None:
-        stack.stop(running.service)
+        running.stop()
         if running in self.running:
             self.running.remove(running)
 
@@ -84,7 +84,7 @@ def world(name: str) -> Iterator[World]:
         yield w
     finally:
         for running in reversed(w.running):
-            stack.stop(running.service)
+            running.stop()
         cluster.stop()
         if os.environ.get("BENCH_KEEP"):  # debugging: keep logs and sipp traces
             print(f"bench: kept {base}")
