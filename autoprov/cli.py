@@ -27,6 +27,7 @@ from autoprov import (
     resync,
     stack,
     tls,
+    tokens,
 )
 from autoprov.config import Settings
 from autoprov.mac import InvalidMacError, normalize
@@ -159,6 +160,38 @@ def cmd_redirect_retry(settings: Settings, args: argparse.Namespace) -> int:
     with db.connect(settings) as conn:
         job_id = redirect_jobs.retry(conn, args.mac)
     print(f"redirect job {job_id} for {normalize(args.mac)} queued again")
+    return 0
+
+
+def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
+    with db.connect(settings) as conn:
+        token = tokens.create(conn, args.name, args.read_only)
+    kind = "read-only " if args.read_only else ""
+    print(f"{kind}API token {args.name} created; it is shown only now:", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
+    with db.connect(settings) as conn:
+        rows = tokens.listing(conn)
+    if args.json:
+        _print_json(rows)
+        return 0
+    for row in rows:
+        access = "read-only" if row["read_only"] else "read-write"
+        state = "  REVOKED" if row["revoked"] else ""
+        used = row["last_used_at"].isoformat(timespec="seconds") if row["last_used_at"] \
+            else "never"
+        print(f"{row['name']:<24} {access:<10}  created "
+              f"{row['created_at'].isoformat(timespec='seconds')}  last used {used}{state}")
+    return 0
+
+
+def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    with db.connect(settings) as conn:
+        tokens.revoke(conn, args.name)
+    print(f"API token {args.name} revoked")
     return 0
 
 
@@ -300,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(red, "retry", cmd_redirect_retry, "queue a MAC's failed redirect job again")
     p.add_argument("mac")
 
+    tok = sub.add_parser("token", help="REST API tokens (Authorization: Bearer)")\
+        .add_subparsers(dest="token", required=True)
+    p = command(tok, "create", cmd_token_create, "create a token; it is printed as the last line"
+                " (only its hash is stored)")
+    p.add_argument("name", help="logged with every write the token makes")
+    p.add_argument("--read-only", action="store_true", help="GET only: writes are refused (403)")
+    p = command(tok, "list", cmd_token_list, "the tokens: name, access, created, last used")
+    p.add_argument("--json", action="store_true")
+    p = command(tok, "revoke", cmd_token_revoke, "revoke a token for good")
+    p.add_argument("name")
+
     command(sub, "serve", cmd_serve,
             "run the provisioning service (the phones' two ports and the operators' one)")
     front_parser = sub.add_parser("front", help="the web front (nginx) on the web ports")\
@@ -346,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InvalidMacError, devices.DeviceError, resync.NoSuchDeviceError, config.ConfigError,
             ClusterError, stack.StackError, kamailio.RpcError, db.MigrationError,
             redirect_jobs.RedirectError, tls.TlsError, preview.PreviewError,
-            provisioning.ServeError, front.FrontError) as exc:
+            provisioning.ServeError, front.FrontError, tokens.TokenError) as exc:
         print(f"autoprov: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from autoprov import pgcluster, tls
 from autoprov.config import Settings
+from provisioning_wsgi.api.app import MAX_CSV_BYTES
+from provisioning_wsgi.api.app import PREFIX as API_PREFIX
 
 # As root, the sockets, nginx's pid and temp folders live here (see socket_dir).
 ROOT_RUN = Path("/run/autoprov")
@@ -49,6 +51,8 @@ REFUSALS = {400: 400, 413: 413, 414: 414, 429: 429, 494: 431, 495: 403, 496: 403
 # A phone sends no body; an operator's form is at most admin.web.MAX_FORM_BYTES.
 PHONE_BODY_MAX = "1k"
 ADMIN_BODY_MAX = "8k"
+# The REST API's CSV import takes a spreadsheet; the app bounds it (and a JSON body) itself.
+API_BODY_MAX = f"{MAX_CSV_BYTES // 1024}k"
 # Idle kept-alive connections per nginx worker to the app: fewer than the app's threads, and
 # closed by nginx (UPSTREAM_IDLE_S) before cheroot would close them.
 UPSTREAM_KEEPALIVE = 2
@@ -105,8 +109,10 @@ def _host(bind: str) -> str:
     return f"[{bind}]" if ":" in bind else (bind or "0.0.0.0")  # noqa: S104
 
 
-def _proxied(settings: Settings, label: str, headers: str) -> str:
-    """The location that hands requests to the app, and one per refusal."""
+def _proxied(settings: Settings, label: str, headers: str,
+             bodies: dict[str, str] | None = None) -> str:
+    """The location that hands requests to the app, one per path prefix that takes larger
+    bodies (bodies: prefix -> client_max_body_size), and one per refusal."""
     base = f"""
         proxy_set_header Connection "";
         proxy_set_header Host $http_host;
@@ -122,10 +128,13 @@ def _proxied(settings: Settings, label: str, headers: str) -> str:
             proxy_set_header Content-Length "";
             proxy_pass_request_body off;
         }}""" for code, answer in REFUSALS.items())
-    return f"""        location / {{
+    limits = {"/": "", **{path: f"\n            client_max_body_size {size};"
+                          for path, size in (bodies or {}).items()}}
+    locations = "\n".join(f"""        location {path} {{{limit}
             proxy_pass http://{label};{base}
             proxy_set_header {REFUSED_HEADER} "";
-        }}
+        }}""" for path, limit in limits.items())
+    return f"""{locations}
 {refusals}"""
 
 
@@ -176,7 +185,7 @@ def config(settings: Settings) -> str:
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
-{_proxied(settings, "admin", plain_headers)}
+{_proxied(settings, "admin", plain_headers, {API_PREFIX + "/": API_BODY_MAX})}
     }}
 """
     user = f"user {WORKER_USER};\n" if os.geteuid() == 0 else ""

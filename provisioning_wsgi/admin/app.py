@@ -8,6 +8,7 @@
   GET  /admin/static/NAME               the pages' script and style
   GET  /healthz                         200 while the database answers, else 503 (no login)
   GET  /metrics                         Prometheus metrics (see docs/monitoring.md)
+  *    /api/v1/...                        the REST API (provisioning_wsgi/api/, its own tokens)
 
 Every answer but /healthz needs the admin credentials (/metrics: or the admin_metrics_token as
 a Bearer token); with no admin_password configured every page is 404, and /metrics too unless
@@ -38,6 +39,7 @@ from provisioning_wsgi.admin import auth, queries, web
 from provisioning_wsgi.admin.links import BOOTSTRAP_PAGE
 from provisioning_wsgi.admin.monitoring import Monitoring
 from provisioning_wsgi.admin.pages import Pages, when
+from provisioning_wsgi.api import app as api
 from provisioning_wsgi.vendors import VENDORS
 
 log = logging.getLogger("autoprov.provisioning")
@@ -82,6 +84,8 @@ class AdminApp:
         self.monitoring = Monitoring(settings, shared)
         self.meter = meter
         self.pages = Pages()
+        # Its own credentials (tokens), so on whether or not admin_password is set.
+        self.api = api.ApiApp(self._connect, self._deny)
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"^/$"), lambda req, m: web.redirect("/admin/")),
             ("GET", re.compile(r"^/admin/$"), self.device_list),
@@ -131,6 +135,8 @@ class AdminApp:
             return self.monitoring.healthz()
         if request.path == "/metrics":
             return self._metrics(request)
+        if request.path.startswith(api.PREFIX + "/"):
+            return self.api.handle(request)
         if self.credentials is None:
             return web.text(404, "admin-off")
         verdict = self.credentials.check(request.header("Authorization"))

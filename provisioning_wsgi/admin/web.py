@@ -6,6 +6,7 @@ import json
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from wsgiref.types import StartResponse, WSGIEnvironment
 
@@ -80,7 +81,8 @@ class Response:
         headers = [("Content-Type", self.content_type),
                    ("Content-Length", str(len(self.body))),
                    ("Content-Security-Policy", self.csp), *_SECURITY_HEADERS, *self.headers]
-        start_response(f"{self.status} {REASONS[self.status]}", headers)
+        reason = REASONS.get(self.status) or HTTPStatus(self.status).phrase
+        start_response(f"{self.status} {reason}", headers)
         return [] if method == "HEAD" else [self.body]
 
 
