@@ -22,6 +22,7 @@ BENCHMARKS = {
     "fetch": ("bench.fetch", "2. Config fetch"),
     "resync": ("bench.resync", "3. Resync fan-out"),
     "reboot": ("bench.reboot", "4. Mass reboot"),
+    "api-import": ("bench.api_import", "5. CSV import through the REST API"),
 }
 NOTE = ("Other engineers' test runs may have been loading this 2-core machine during this run; "
         "the lead re-runs `make bench` on a quiet machine at the end.")
