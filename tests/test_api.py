@@ -360,6 +360,15 @@ def test_unknown_paths_and_methods_answer_problems_never_html(api: Api) -> None:
         admin_url(api.settings, "/admin/")).status_code == 404
 
 
+def test_token_names_are_plain_words_and_taken_once(api: Api) -> None:
+    taken = autoprov_cli(api.settings, "token", "create", api.token_name)
+    assert taken.returncode == 2 and "exists" in taken.stderr and taken.stdout == ""
+    bad = autoprov_cli(api.settings, "token", "create", "two words")
+    assert bad.returncode == 2 and "invalid token name" in bad.stderr
+    gone = autoprov_cli(api.settings, "token", "revoke", "never-made")
+    assert gone.returncode == 2 and "no live token" in gone.stderr
+
+
 def test_every_documented_answer_was_seen(api: Api) -> None:
     """Runs last in this module: the answers above covered each path of the document."""
     seen = {template for _, template, _ in api.checked}
