@@ -53,6 +53,8 @@ PHONE_BODY_MAX = "1k"
 ADMIN_BODY_MAX = "8k"
 # The REST API's CSV import takes a spreadsheet; the app bounds it (and a JSON body) itself.
 API_BODY_MAX = f"{MAX_CSV_BYTES // 1024}k"
+# Where the admin port takes such bodies: the API, and the import page's pasted spreadsheet.
+ADMIN_LARGE_BODIES = {API_PREFIX + "/": API_BODY_MAX, "= /admin/import": API_BODY_MAX}
 # Idle kept-alive connections per nginx worker to the app: fewer than the app's threads, and
 # closed by nginx (UPSTREAM_IDLE_S) before cheroot would close them.
 UPSTREAM_KEEPALIVE = 2
@@ -185,7 +187,7 @@ def config(settings: Settings) -> str:
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
-{_proxied(settings, "admin", plain_headers, {API_PREFIX + "/": API_BODY_MAX})}
+{_proxied(settings, "admin", plain_headers, ADMIN_LARGE_BODIES)}
     }}
 """
     user = f"user {WORKER_USER};\n" if os.geteuid() == 0 else ""

@@ -6,6 +6,8 @@
   GET  /admin/bootstrap[?mac=MAC]       have this browser hand a phone its provisioning URL
   GET  /admin/api/fetches?mac=&after=   the device's config fetches after a fetch id (polled)
   GET  /admin/static/NAME               the pages' script and style
+  ...  /admin/devices/new, .../edit, .../delete, /admin/subscribers, /admin/import,
+       /admin/export.csv                  adding and changing the fleet (admin/fleet.py)
   GET  /healthz                         200 while the database answers, else 503 (no login)
   GET  /metrics                         Prometheus metrics (see docs/monitoring.md)
   *    /api/v1/...                        the REST API (provisioning_wsgi/api/, its own tokens)
@@ -36,6 +38,7 @@ from autoprov.config import Settings
 from autoprov.mac import InvalidMacError, normalize
 from provisioning_wsgi import browser_push, metrics
 from provisioning_wsgi.admin import auth, queries, web
+from provisioning_wsgi.admin.fleet import FleetPages
 from provisioning_wsgi.admin.links import BOOTSTRAP_PAGE
 from provisioning_wsgi.admin.monitoring import Monitoring
 from provisioning_wsgi.admin.pages import Pages, when
@@ -95,6 +98,9 @@ class AdminApp:
             ("GET", re.compile(r"^/admin/api/fetches$"), self.fetches),
             ("GET", re.compile(r"^/admin/static/(?P<name>[a-z.]+)$"), self.static),
         ]
+        # Adding, changing and deleting devices and subscribers, CSV import and export; first,
+        # so /admin/devices/new is not taken for a MAC.
+        self.routes = FleetPages(self._connect, self._page, self._deny).routes + self.routes
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:

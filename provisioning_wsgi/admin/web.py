@@ -51,13 +51,13 @@ class Request:
         value = self.environ.get("HTTP_" + name.upper().replace("-", "_"))
         return str(value) if value is not None else None
 
-    def form(self) -> dict[str, str] | None:
-        """The urlencoded body; None if it is too large or not a form."""
+    def form(self, limit: int = MAX_FORM_BYTES) -> dict[str, str] | None:
+        """The urlencoded body; None if it is larger than limit or not a form."""
         try:
             length = int(self.environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return None
-        if length > MAX_FORM_BYTES:
+        if length > limit:
             return None
         body = self.environ["wsgi.input"].read(length) if length > 0 else b""
         try:

@@ -67,6 +67,15 @@ def list_subscribers(conn: Conn, domain: str | None, after: int,
     return [_subscriber(r) for r in rows], last
 
 
+def recent_subscribers(conn: Conn, limit: int) -> list[dict[str, Any]]:
+    """The newest subscribers first (the pages' list and picker)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_SUBSCRIBERS_SQL + " ORDER BY s.id DESC LIMIT %s",
+                           (limit,)).fetchall()
+    conn.commit()
+    return [_subscriber(r) for r in rows]
+
+
 def set_password(conn: Conn, username: str, domain: str, password: str) -> None:
     with conn.transaction():
         done = conn.execute("UPDATE subscriber SET password = %s"
