@@ -295,7 +295,7 @@ def test_a_resync_is_accepted_and_its_state_read_waiting_a_bounded_time(api: Api
     # Creating its line asked for a resync already (a trigger): the two coalesce into one.
     assert state["reason"] == "config-change" and state["state"] == "pending"
     assert state["succeeded"] is False
-    assert api.call("GET", f"/resync/{accepted['request_id']}?wait=31").status_code == 400
+    assert api.call("GET", f"/resync/{accepted['request_id']}?wait=21").status_code == 400
     assert api.call("GET", "/resync/999999999").status_code == 404
     assert api.call("POST", f"/devices/{new_mac('cisco')}/resync").status_code == 404
 

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,11 @@ PREFIX = "/api/v1"
 MAX_JSON_BYTES = 64 * 1024
 # 5,000 rows of a spreadsheet are about 400 kB.
 MAX_CSV_BYTES = 4 * 1024 * 1024
-MAX_WAIT_S = 30.0
+MAX_WAIT_S = openapi.MAX_WAIT_S
+# Requests waiting for a resync's outcome at once, per worker process: each holds one of its
+# few admin threads (server.ADMIN_THREADS), and /healthz and the pages need the others. A wait
+# beyond these answers the state at once; the client asks again.
+_WAITERS = threading.BoundedSemaphore(2)
 MAX_LIMIT = 1000
 _REALM = 'Bearer realm="autoprov api"'
 _READS = ("GET", "HEAD")
@@ -291,7 +296,13 @@ class ApiApp:
             raise ApiError(400, "invalid-query", f"wait: seconds from 0 to {MAX_WAIT_S:.0f}",
                           [FieldError("wait", f"seconds from 0 to {MAX_WAIT_S:.0f}")])
         try:
-            info = resync.wait(call.conn, request_id, seconds)
+            if seconds and _WAITERS.acquire(blocking=False):
+                try:
+                    info = resync.wait(call.conn, request_id, seconds)
+                finally:
+                    _WAITERS.release()
+            else:
+                info = resync.status(call.conn, request_id)
         except LookupError:
             raise not_found(f"no resync request {request_id}") from None
         return answer({**info, "settled": resync.settled(info),

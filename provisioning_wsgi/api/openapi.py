@@ -11,6 +11,8 @@ from typing import Any
 from autoprov.resync import FINAL_REQUEST_STATES
 
 S = dict[str, Any]
+# The longest GET /resync/{id}?wait= (each wait holds one of the admin port's few threads).
+MAX_WAIT_S = 20.0
 STR: S = {"type": "string"}
 INT: S = {"type": "integer"}
 BOOL: S = {"type": "boolean"}
@@ -208,8 +210,9 @@ PATHS: dict[str, S] = {
         "get": _op("a resync request and each contact's outcome", {
             "200": _json("its state", "ResyncResult"), "400": _problem("bad wait"),
             **_MISSING, **_COMMON},
-            params=[_query("wait", {"type": "number", "minimum": 0, "maximum": 30},
-                           "wait up to this many seconds for it to settle")])},
+            params=[_query("wait", {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+                           "wait up to this many seconds for it to settle (when too many "
+                           "clients wait already: the state at once)")])},
     "/devices/{mac}/fetches": {
         "parameters": _MAC_PARAM,
         "get": _op("the device's latest config fetches, newest first", {
