@@ -13,8 +13,9 @@ from typing import Any
 from autoprov.mac import InvalidMacError, normalize
 from provisioning_wsgi.api.problem import FieldError, invalid
 
-# Kamailio's subscriber columns are varchar(64).
-_NAME_PART = re.compile(r"^[^@\s:;<>\"]{1,64}$")
+# Kamailio's subscriber columns are varchar(64); the API names an account USER@DOMAIN, so its
+# parts hold no @ or blank. Nothing else is refused here that SQL takes.
+_NAME_PART = re.compile(r"^[^@\s]{1,64}$")
 _AOR = re.compile(r"^([^@\s]+)@([^@\s]+)$")
 MAX_LINES = 64
 
@@ -55,7 +56,7 @@ def _object(body: Any, allowed: set[str]) -> tuple[dict[str, Any], list[FieldErr
 
 
 def _text(body: dict[str, Any], key: str, errors: list[FieldError], where: str = "",
-          required: bool = True, max_len: int = 200) -> str | None:
+          required: bool = True, max_len: int | None = None) -> str | None:
     value = body.get(key)
     if value is None:
         if required:
@@ -64,7 +65,7 @@ def _text(body: dict[str, Any], key: str, errors: list[FieldError], where: str =
     if not isinstance(value, str):
         errors.append(FieldError(where + key, "must be a string"))
         return None
-    if len(value) > max_len:
+    if max_len is not None and len(value) > max_len:
         errors.append(FieldError(where + key, f"at most {max_len} characters"))
         return None
     return value
@@ -89,7 +90,7 @@ def split_aor(text: str) -> tuple[str, str] | None:
 
 
 def _model(body: dict[str, Any], errors: list[FieldError], required: bool) -> str | None:
-    model = _text(body, "model", errors, required=required, max_len=64)
+    model = _text(body, "model", errors, required=required)
     if model is not None and not model.strip():
         errors.append(FieldError("model", "must not be blank"))
     return model
@@ -118,11 +119,11 @@ def _lines(value: Any, errors: list[FieldError]) -> list[Line]:
         elif number in seen:
             errors.append(FieldError(where + "line", f"line {number} is given twice"))
         seen.add(number)
-        aor = _text(item, "subscriber", errors, where, max_len=129)
+        aor = _text(item, "subscriber", errors, where)
         parts = split_aor(aor) if aor is not None else None
         if aor is not None and parts is None:
             errors.append(FieldError(where + "subscriber", "must be USER@DOMAIN"))
-        name = _text(item, "display_name", errors, where, required=False, max_len=64) or ""
+        name = _text(item, "display_name", errors, where, required=False) or ""
         if number is not None and parts is not None:
             lines.append(Line(number, parts[0], parts[1], name))
     return lines
@@ -131,7 +132,7 @@ def _lines(value: Any, errors: list[FieldError]) -> list[Line]:
 def new_device(body: Any) -> NewDevice:
     fields, errors = _object(body, {"mac", "vendor", "model", "lines"})
     mac = mac_field(fields.get("mac"), "mac", errors)
-    vendor = _text(fields, "vendor", errors, max_len=64)
+    vendor = _text(fields, "vendor", errors)
     model = _model(fields, errors, required=True)
     lines = _lines(fields.get("lines", []), errors)
     if errors:
@@ -162,7 +163,7 @@ def new_subscriber(body: Any) -> NewSubscriber:
     for key in ("username", "domain"):
         value = _text(fields, key, errors, max_len=64)
         if value is not None and not _NAME_PART.match(value):
-            errors.append(FieldError(key, "1 to 64 characters, no @, blanks, : ; < > or \""))
+            errors.append(FieldError(key, "1 to 64 characters, no @ or blank"))
         parts.append(value)
     secret = password(fields, errors)
     if errors:
