@@ -51,10 +51,11 @@ FORGER = "127.0.0.6"  # refused itself, and writes other addresses into what it 
 FORGED = {"call-id": "127.0.0.91", "unparsable": "127.0.0.92", "auth-user": "127.0.0.93",
           "header": "127.0.0.94"}
 OTHER_DEVICE, EXPIRED, UNTRUSTED, PHONE = "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"
+OVERSIZED = "127.0.0.15"  # refused by the web front; claims another address in a header
 WRONG_LOGIN, OPERATOR, CROSS_SITE = "127.0.0.21", "127.0.0.22", "127.0.0.23"
 
 REFUSED_REGISTERS = {WRONG_PASSWORD: 3, UNKNOWN_USER: 2, USER_MISMATCH: 1, FORGER: 4}
-REFUSED_FETCHES = {OTHER_DEVICE: 2, EXPIRED: 1, UNTRUSTED: 1}
+REFUSED_FETCHES = {OTHER_DEVICE: 2, EXPIRED: 1, UNTRUSTED: 1, OVERSIZED: 2}
 WRONG_LOGINS = {WRONG_LOGIN: 3}
 
 
@@ -216,6 +217,13 @@ def _phones(settings: Settings, conn: psycopg.Connection[Any], certs: Path) -> N
         reply = from_address(client(settings, cert), address).get(config_url(settings, file),
                                                                    timeout=10)
         assert reply.status_code == 403
+    # Too large for the front: refused there, logged by the service with the real address.
+    claims = {"X-Autoprov-Client": FORGED["header"], "X-Forwarded-For": FORGED["header"]}
+    assert from_address(client(settings), OVERSIZED).get(
+        bootstrap_url(settings, file), headers={**claims, "X-Big": "a" * 10000}).status_code == 431
+    assert from_address(client(settings, phone_cert(settings, certs / "big", "cisco", mac)),
+                        OVERSIZED).get(config_url(settings, "a" * 10000),
+                                       headers=claims).status_code == 414
     phone = from_address(client(settings, phone_cert(settings, certs / "own", "cisco", mac)),
                          PHONE)
     assert phone.get(config_url(settings, file)).status_code == 200
