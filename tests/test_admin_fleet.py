@@ -131,7 +131,11 @@ def test_a_csv_is_checked_row_by_row_then_imported_and_exported(
     assert conn.execute("SELECT 1 FROM autoprov.device WHERE mac = %s", (good,)).fetchone() \
         is None
 
-    page.fill("#csv", "\n".join([HEADER, *rows]) + "\n")
+    # The good rows from a spreadsheet file, as an operator picks it.
+    page.set_input_files("#csv-file", files=[{
+        "name": "rollout.csv", "mimeType": "text/csv",
+        "buffer": ("\ufeff" + "\r\n".join([HEADER, *rows]) + "\r\n").encode()}])
+    expect(page.locator("#csv")).to_have_value(re.compile(f"^{HEADER}"))
     page.click("#import")
     expect(page.locator("#verdict")).to_contain_text("Imported 2 rows: 1 device(s), 2 line(s)")
 

@@ -116,3 +116,21 @@
   });
   document.getElementById("push").disabled = false;
 })();
+
+// The import page: a spreadsheet file chosen here is read into the form's text box (the form
+// stays a plain urlencoded post carrying the CSRF token; the operator sees what is sent).
+(function () {
+  const picker = document.getElementById("csv-file");
+  const box = document.getElementById("csv");
+  if (!picker || !box) {
+    return;
+  }
+  picker.addEventListener("change", function () {
+    const file = picker.files && picker.files[0];
+    if (file) {
+      file.text().then(function (text) {
+        box.value = text.replace(/^\uFEFF/, "");
+      });
+    }
+  });
+})();
