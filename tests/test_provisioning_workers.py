@@ -3,6 +3,7 @@ and the TLS port's two certificates (ECDSA for phones that offer it, RSA for the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -176,3 +177,37 @@ def test_the_readiness_probe_leaves_no_warning_in_the_log(
     assert " WARNING " not in text
     assert "denied" not in text
     assert (own.log_dir / "front.log").read_text() == ""
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def _tcp_listening_inodes() -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A":  # LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def test_behind_the_front_the_service_listens_on_no_tcp_port(
+    two_workers: tuple[Settings, RunningService],
+) -> None:
+    """Only nginx's workers can reach the service (its unix sockets): nothing on the network can
+    bypass the front's limits or set the headers the service trusts."""
+    own, running = two_workers
+    pid = running.service.process.pid
+    service_sockets = set().union(*(_socket_inodes(p) for p in {pid, *_children(pid)}))
+
+    assert service_sockets
+    assert not service_sockets & _tcp_listening_inodes()
+    assert all(front.socket_path(own, label).is_socket() for label in front.LABELS)
