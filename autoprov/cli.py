@@ -345,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
 
     command(sub, "serve", cmd_serve,
-            "run the provisioning service (the phones' two ports and the operators' one)")
+            "run the provisioning service (the phones' two ports and the operators' one) on "
+            "unix sockets behind the web front (`autoprov front run`)")
     front_parser = sub.add_parser("front", help="the web front (nginx) on the web ports")\
         .add_subparsers(dest="front", required=True)
     command(front_parser, "run", cmd_front_run,
