@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from autoprov import db, stack, tls
+from autoprov import db, front, stack, tls
 from autoprov.config import ROOT, Settings
 from autoprov.pgcluster import Cluster
 from tests.ports import free_port
@@ -83,11 +83,15 @@ class RunningService:
     log_path: Path
     # Started with it and stopped with it (the web front of the provisioning service).
     companions: tuple[stack.Service, ...] = ()
+    # Removed once stopped (as root, the front's folder under /run).
+    leftovers: tuple[Path, ...] = ()
 
     def stop(self) -> None:
         for companion in reversed(self.companions):
             stack.stop(companion)
         stack.stop(self.service)
+        for path in self.leftovers:
+            shutil.rmtree(path, ignore_errors=True)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -137,6 +141,7 @@ def start_provisioning(settings: Settings) -> RunningService:
         running.stop()
         raise
     running.companions = (services["front"],)
+    running.leftovers = (front.socket_dir(settings),)
     return running
 
 
