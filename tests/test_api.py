@@ -179,6 +179,10 @@ def test_subscriber_faults_are_named(api: Api) -> None:
     assert reply.status_code == 422
     assert set(fields(reply)) == {"username", "domain", "password", "extra"}
 
+    huge = json.dumps({"username": "u", "domain": "d", "password": "p" * 70_000})
+    reply = api.call("POST", "/subscribers", data=huge,
+                     headers={"Content-Type": "application/json"})
+    assert reply.status_code == 413 and reply.json()["detail"] == "at most 65536 bytes"
     assert api.call("POST", "/subscribers", data="{not json",
                     headers={"Content-Type": "application/json"}).status_code == 400
     assert api.call("POST", "/subscribers", data="username=a",
