@@ -50,7 +50,7 @@ def test_a_file_creates_devices_lines_and_the_missing_subscribers(
         f"{two_lines},yealink,T46U,2,{existing.username},import.test,,Shared\n"
         "\n"
         f"{one_line[:4]}.{one_line[4:8]}.{one_line[8:]},cisco,SPA504G,1,{alice},import.test,"
-        "s3cret,\"Alice, again\"\n")
+        ",\"Alice, again\"\n")
 
     reply = api.call("POST", "/devices/import", data=text.encode(), headers=CSV)
 

@@ -99,6 +99,8 @@ def _consistent(rows: list[Row], vendors: set[str], devices: set[str],
     first: dict[str, Row] = {}
     lines: set[tuple[str, int]] = set()
     passwords: dict[tuple[str, str], str] = {}
+    # A new account's password may be on any one of its rows.
+    given = {(r.username, r.domain) for r in rows if r.password}
     for row in rows:
         def fault(name: str, detail: str, row: Row = row) -> None:
             errors.append(FieldError(name, detail, row.number))
@@ -118,9 +120,9 @@ def _consistent(rows: list[Row], vendors: set[str], devices: set[str],
                 fault("password", f"subscriber {row.username}@{row.domain} exists with "
                       "another password (leave it empty, or change it with PATCH "
                       "/api/v1/subscribers/...)")
-        elif not row.password:
+        elif account not in given:
             fault("password", f"required: subscriber {row.username}@{row.domain} is new")
-        elif passwords.setdefault(account, row.password) != row.password:
+        elif row.password and passwords.setdefault(account, row.password) != row.password:
             fault("password", f"another row gives {row.username}@{row.domain} "
                   "another password")
     return errors
@@ -144,8 +146,9 @@ def _lookups(conn: Conn, rows: list[Row]) -> tuple[set[str], set[str],
 _WRITE = (
     """INSERT INTO subscriber (username, domain, password)
        SELECT DISTINCT ON (username, domain) username, domain, password FROM import_row r
-        WHERE NOT EXISTS (SELECT 1 FROM subscriber s
-                           WHERE s.username = r.username AND s.domain = r.domain)
+        WHERE password <> '' AND NOT EXISTS (SELECT 1 FROM subscriber s
+                                             WHERE s.username = r.username
+                                               AND s.domain = r.domain)
         ORDER BY username, domain""",
     """INSERT INTO autoprov.device (mac, vendor, model)
        SELECT DISTINCT ON (mac) mac, vendor, model FROM import_row ORDER BY mac, number""",
