@@ -12,6 +12,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,19 @@ def test_the_front_sets_the_client_address_whatever_the_client_claims(
     log = running.wait_for_log("file=no-such-file.txt")
     assert "192.0.2.66" not in log
     assert "access client=127.0.0.1 port=bootstrap method=GET file=no-such-file.txt" in log
+
+
+@pytest.mark.parametrize("label", PORTS)
+def test_the_fronts_idle_connections_to_the_service_hold_none_of_its_threads(
+    hostile: tuple[Settings, RunningService, Path], label: str,
+) -> None:
+    """After a burst the front keeps connections to the service open for the next requests;
+    waiting there, they must not be what the service's few threads are busy with."""
+    settings, _running, certs = hostile
+    burst = [normal_request(settings, certs, label) for _ in range(PER_ADDRESS)]
+    with ThreadPoolExecutor(PER_ADDRESS) as pool:
+        assert set(pool.map(lambda request: request(), burst)) <= {200, 404}
+    request = normal_request(settings, certs, label)
+    for _ in range(3):
+        assert answered_quickly(request) < ANSWERED_WITHIN_S
+        time.sleep(0.5)  # idle upstream connections stay open meanwhile (front.UPSTREAM_IDLE_S)
