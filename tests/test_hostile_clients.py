@@ -272,3 +272,21 @@ def test_the_fronts_idle_connections_to_the_service_hold_none_of_its_threads(
     for _ in range(3):
         assert answered_quickly(request) < ANSWERED_WITHIN_S
         time.sleep(0.5)  # idle upstream connections stay open meanwhile (front.UPSTREAM_IDLE_S)
+
+
+def test_a_phone_cannot_claim_another_certificate_in_the_fronts_headers(
+    hostile: tuple[Settings, RunningService, Path],
+) -> None:
+    settings, running, certs = hostile
+    other = "001565000002.cfg"
+    claims = {"X-Autoprov-Verify": "SUCCESS", "X-Autoprov-Subject": "CN=001565000002",
+              "X-Autoprov-Client": "192.0.2.67"}
+    phone = client(settings, (certs / "cert.pem", certs / "key.pem"))
+
+    assert phone.get(config_url(settings, other), headers=claims, timeout=5).status_code == 403
+    assert client(settings).get(config_url(settings, other), headers=claims,
+                                timeout=5).status_code == 403
+    log = running.wait_for_log("detail=peer-did-not-return-a-certificate")
+    assert "denied client=127.0.0.1 port=tls reason=certificate-names-another-device " \
+           f"file={other}" in log
+    assert "192.0.2.67" not in log
