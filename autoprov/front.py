@@ -116,9 +116,9 @@ def _proxied(settings: Settings, label: str, headers: str,
     """The location that hands requests to the app, one per path prefix that takes larger
     bodies (bodies: prefix -> client_max_body_size), and one per refusal."""
     base = f"""
-        proxy_set_header Connection "";
-        proxy_set_header Host $http_host;
-        proxy_set_header {CLIENT_HEADER} $remote_addr;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header {CLIENT_HEADER} $remote_addr;
 {headers}"""
     # A URI, not a named location: a request line too long for nginx has no URI of its own.
     refusals = "\n".join(
@@ -144,10 +144,11 @@ def config(settings: Settings) -> str:
     """nginx.conf for these settings."""
     run = socket_dir(settings)
     host = _host(settings.http_bind)
-    tls_headers = (f"        proxy_set_header {VERIFY_HEADER} $ssl_client_verify;\n"
-                   f"        proxy_set_header {SUBJECT_HEADER} $ssl_client_s_dn;")
-    plain_headers = (f"        proxy_set_header {VERIFY_HEADER} \"\";\n"
-                     f"        proxy_set_header {SUBJECT_HEADER} \"\";")
+    tls_headers = (f"            proxy_set_header {VERIFY_HEADER} $ssl_client_verify;\n"
+                   f"            proxy_set_header {SUBJECT_HEADER} $ssl_client_s_dn;")
+    # Empty: not sent, and what a client sent under these names is not passed on either.
+    plain_headers = (f"            proxy_set_header {VERIFY_HEADER} \"\";\n"
+                     f"            proxy_set_header {SUBJECT_HEADER} \"\";")
     phone_certs = "\n".join(f"        ssl_certificate {cert};\n        ssl_certificate_key {key};"
                             for cert, key in tls.server_pairs(settings))
     upstreams = "\n".join(f"""    upstream {label} {{
