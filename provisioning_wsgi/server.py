@@ -143,7 +143,7 @@ def _server(listening: socket.socket, app: Any, threads: int, label: str) -> Ser
                  request_queue_size=LISTEN_BACKLOG)
     srv.listening = listening
     srv.label = label
-    srv.server_name = "autoprov"
+    srv.server_name = "autoprov"  # the Server header (passed on by the front): no version
     return srv
 
 
