@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -133,6 +134,7 @@ def test_a_taken_port_is_a_clear_error(settings: Settings, tmp_path: Path) -> No
         env = {**os.environ, **own.as_env(), "AUTOPROV_CONFIG": str(tmp_path / "none.toml")}
         done = subprocess.run([str(VENV_BIN / "autoprov"), "front", "run"], env=env,
                               capture_output=True, text=True, timeout=30, check=False)
+    shutil.rmtree(front.socket_dir(own))  # as root, under /run
     assert done.returncode != 0
     assert f"bind() to 127.0.0.1:{own.https_port} failed (98: Address already in use)" \
         in done.stderr
