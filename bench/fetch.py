@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoprov import stack, tls
+from autoprov import front, stack, tls
 from autoprov.config import ROOT, Settings
 from bench import httpload, nginx
 from bench.httpload import HttpRun
@@ -67,6 +67,7 @@ def _trivial(w: World, settings: Settings, bodies: tuple[Path, Path]) -> Running
     (web_front,) = [s for s in stack.services(settings) if s.name == "front"]
     start_service(web_front, settings.log_dir / "front.log")
     running.companions = (web_front,)
+    running.leftovers = (front.socket_dir(settings),)
     return running
 
 
