@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import KSR
 
-from kemi import resync
+from kemi import contact, resync
 from kemi.sip import pv, reply, source
 
 # auth_check() results that mean "credentials were presented and are wrong": these get a 403
@@ -13,6 +13,10 @@ _REFUSED = {-2: "invalid-password", -3: "unknown-user", -8: "user-mismatch"}
 QOP_AUTH = 1
 INVALID_PASSWORD = -2
 PREVIOUS_CREDENTIALS = "autoprov.previous_credentials"
+# A `received` contact parameter the client wrote, with its value (quoted or not), in POSIX ERE.
+_CLIENT_RECEIVED = (r'/;[[:space:]]*received[[:space:]]*'
+                    r'(=[[:space:]]*("[^"]*"|[^;,>[:space:]]*))?//gi')
+
 LOGGED_MAX = 128
 
 
@@ -22,10 +26,28 @@ def _loggable(text: str) -> str:
     return "".join(c if c.isprintable() and not c.isspace() else "?" for c in text[:LOGGED_MAX])
 
 
+def _contacts_acceptable() -> bool:
+    """Refuse what is not a SIP Contact; drop a `received` the client wrote (only ours count)."""
+    value = pv("$(hdr(Contact)[*])")
+    if not value:
+        return True  # a query of the bindings
+    try:
+        client_received = contact.check(value)
+    except contact.BadContactError:
+        reply(400, "Bad Contact")
+        return False
+    if client_received:  # rare: the rewrite and re-parse cost nothing on ordinary REGISTERs
+        KSR.textops.subst_hf("Contact", _CLIENT_RECEIVED, "a")
+        KSR.textopsx.msg_apply_changes()
+    return True
+
+
 def handle() -> None:
     realm = pv("$td")
     if not realm:
         reply(400, "Missing To Domain")
+        return
+    if not _contacts_acceptable():
         return
     result = KSR.auth_db.auth_check(realm, "subscriber", 1)
     if result == INVALID_PASSWORD:

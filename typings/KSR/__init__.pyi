@@ -17,6 +17,7 @@ from . import sanity as sanity
 from . import siputils as siputils
 from . import sl as sl
 from . import textops as textops
+from . import textopsx as textopsx
 from . import tm as tm
 from . import tmx as tmx
 from . import uac as uac
