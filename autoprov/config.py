@@ -43,6 +43,8 @@ class Settings:
     sip_debug: int = 2
     # Identifies this node in location.server_id when several proxies share one database.
     sip_server_id: int = 1
+    # What our SIP replies and NOTIFYs name as Server/User-Agent (not Kamailio and its version).
+    sip_server_header: str = "autoprov"
     # Per-model Event header for check-sync NOTIFYs, "MODEL=EVENT" (vendor defaults are in SQL,
     # autoprov.vendor.notify_event), e.g. "SPA504G=resync".
     notify_event_overrides: tuple[str, ...] = ()

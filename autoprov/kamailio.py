@@ -33,6 +33,7 @@ def python_path(code_root: Path = ROOT) -> str:
 def command(settings: Settings, code_root: Path = ROOT) -> list[str]:
     """The Kamailio command line for these settings (foreground, logging to stderr)."""
     kemi_script = code_root / "kemi" / "handler.py"
+    product = "".join(c for c in settings.sip_server_header if c.isprintable() and c not in '"\\')
     cmd = [
         settings.kamailio_binary,
         "-f", str(settings.kamailio_cfg),
@@ -48,6 +49,8 @@ def command(settings: Settings, code_root: Path = ROOT) -> list[str]:
         "-A", f'KEMI_SCRIPT="{kemi_script}"',
         "-A", f'RPC_SOCKET="{settings.rpc_socket}"',
         "-A", f"SERVER_ID={settings.sip_server_id}",
+        "-A", f'SERVER_HEADER="Server: {product}"',
+        "-A", f'USER_AGENT_HEADER="User-Agent: {product}"',
     ]
     for address in settings.sip_listen:
         cmd += ["-l", address]

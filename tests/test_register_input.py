@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from autoprov.config import Settings
 from tests.conftest import RunningService
-from tests.test_register import bindings
+from tests.test_register import _send_raw, bindings
 from tests.test_resync import add_device, wait_pending_in_proxy
 
 ELSEWHERE = "127.0.0.7"  # the host a client would like our NOTIFYs aimed at
@@ -60,3 +61,38 @@ def test_contact_that_is_not_a_sip_uri_is_refused_and_not_stored(
 
     assert result.ok, result.output
     assert bindings(conn, sub.aor) == []
+
+
+def _register(user: str, *headers: str) -> bytes:
+    lines = [
+        "REGISTER sip:example.test SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:5997;branch=z9hG4bKbasic1;rport",
+        "Max-Forwards: 70", f"From: <sip:{user}@example.test>;tag=b1",
+        f"To: <sip:{user}@example.test>", "Call-ID: basic-1@test", "CSeq: 1 REGISTER",
+        f"Contact: <sip:{user}@127.0.0.1:5997>", *headers, "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_basic_authorization_gets_a_digest_challenge(
+    kamailio: RunningService, sip_proxy: tuple[str, int], new_subscriber: Any,
+    conn: psycopg.Connection[Any],
+) -> None:
+    sub = new_subscriber()
+    basic = base64.b64encode(f"{sub.username}:{sub.password}".encode()).decode()
+
+    answer = _send_raw(sip_proxy, _register(sub.username, f"Authorization: Basic {basic}"))
+
+    assert answer is not None and answer.startswith(b"SIP/2.0 401 "), answer
+    assert b'WWW-Authenticate: Digest realm="example.test"' in answer
+    assert bindings(conn, sub.aor) == []
+
+
+def test_replies_do_not_tell_the_kamailio_version(
+    kamailio: RunningService, sip_proxy: tuple[str, int], settings: Settings,
+) -> None:
+    answer = _send_raw(sip_proxy, _register("nobody"))
+
+    assert answer is not None
+    server = [line for line in answer.split(b"\r\n") if line.lower().startswith(b"server:")]
+    assert server == [f"Server: {settings.sip_server_header}".encode()]
