@@ -30,13 +30,31 @@ def python_path(code_root: Path = ROOT) -> str:
     return os.pathsep.join(paths)
 
 
+def site_cfg(settings: Settings) -> Path:
+    """Write the config Kamailio starts from: the database URL, then kamailio.cfg.
+
+    The URL (its password) is in a file only Kamailio's user can read, not on the command line,
+    which every local user sees in `ps`.
+    """
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.run_dir / "kamailio-site.cfg"
+    url = db.kamailio_url(db.url(settings)).replace("\\", "\\\\").replace('"', '\\"')
+    text = f'#!define DBURL "{url}"\ninclude_file "{settings.kamailio_cfg.resolve()}"\n'
+    fd, temp = tempfile.mkstemp(prefix=".kamailio-site.", dir=settings.run_dir)  # mode 0600
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    os.replace(temp, path)
+    return path
+
+
 def command(settings: Settings, code_root: Path = ROOT) -> list[str]:
-    """The Kamailio command line for these settings (foreground, logging to stderr)."""
+    """The Kamailio command line for these settings (foreground, logging to stderr), with the
+    config it starts from written."""
     kemi_script = code_root / "kemi" / "handler.py"
     product = "".join(c for c in settings.sip_server_header if c.isprintable() and c not in '"\\')
     cmd = [
         settings.kamailio_binary,
-        "-f", str(settings.kamailio_cfg),
+        "-f", str(site_cfg(settings)),
         "-DD", "-E",
         "-n", str(settings.sip_children),
         "-m", str(settings.sip_shm_mb),
@@ -45,7 +63,6 @@ def command(settings: Settings, code_root: Path = ROOT) -> list[str]:
         f"--debug={settings.sip_debug}",
         "-Y", str(settings.run_dir),
         "-P", str(settings.run_dir / "kamailio.pid"),
-        "-A", f'DBURL="{db.kamailio_url(db.url(settings))}"',
         "-A", f'KEMI_SCRIPT="{kemi_script}"',
         "-A", f'RPC_SOCKET="{settings.rpc_socket}"',
         "-A", f"SERVER_ID={settings.sip_server_id}",

@@ -503,7 +503,11 @@ def test_installed_proxy_registers_a_phone_and_reloads_for_root(
     pid = proxy.process.pid
     assert Path(os.readlink(f"/proc/{pid}/exe")).name == "kamailio"
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    assert argv[argv.index("-f") + 1] == str(installed.path(f"{VENV}/share/autoprov/kamailio.cfg"))
+    # It starts from the site file only its user reads (the database URL), which includes ours.
+    site = Path(argv[argv.index("-f") + 1])
+    installed_cfg = installed.path(f"{VENV}/share/autoprov/kamailio.cfg")
+    assert f'include_file "{installed_cfg}"' in site.read_text()
+    assert (site.stat().st_uid, site.stat().st_mode & 0o777) == (service_ids()[0], 0o600)
     assert f'KEMI_SCRIPT="{installed.site_packages}/kemi/handler.py"' in argv
     assert os.stat(f"/proc/{pid}").st_uid == service_ids()[0]
     # Its shared memory is an anonymous mapping: nothing in /dev/shm or System V IPC, which the

@@ -1,10 +1,13 @@
-"""Operating the proxy: reloading KEMI code live, and KSR stubs matching the installed Kamailio."""
+"""Operating the proxy: reloading KEMI code live, KSR stubs matching the installed Kamailio, and
+its database password out of sight."""
 
 from __future__ import annotations
 
 import shutil
+import stat
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from autoprov import sipprobe, stack
 from autoprov.config import ROOT, Settings
@@ -60,3 +63,17 @@ def test_reload_without_a_running_proxy_says_so(tmp_path: Path) -> None:
     result = autoprov_cli(own, "kamailio", "reload")
     assert result.returncode != 0
     assert "Kamailio is not running" in result.stderr
+
+
+def test_database_password_is_not_on_kamailios_command_line(
+    kamailio: RunningService, settings: Settings
+) -> None:
+    password = urlsplit(settings.db_url).password
+    assert password and kamailio.service.process
+    main = kamailio.service.process.pid
+    children = Path(f"/proc/{main}/task/{main}/children").read_text().split()
+
+    for pid in [main, *map(int, children)]:
+        assert password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    site = settings.run_dir / "kamailio-site.cfg"
+    assert stat.S_IMODE(site.stat().st_mode) == 0o600
