@@ -140,6 +140,26 @@ def _proxied(settings: Settings, label: str, headers: str,
 {refusals}"""
 
 
+def phone_tls(settings: Settings, client_ca: Path) -> str:
+    """The TLS directives of the phones' TLS server (certificates, versions, client
+    certificates, sessions); bench/nginx.py gives its baseline the same."""
+    certs = "\n".join(f"        ssl_certificate {cert};\n        ssl_certificate_key {key};"
+                      for cert, key in tls.server_pairs(settings))
+    ciphers = "DEFAULT:@SECLEVEL=0" if settings.tls_min_version in ("1.0", "1.1") else "DEFAULT"
+    return f"""{certs}
+        ssl_protocols {_protocols(settings.tls_min_version)};
+        ssl_ciphers {ciphers};
+        ssl_client_certificate {client_ca};
+        ssl_verify_client on;
+        ssl_verify_depth 4;
+        # TLS 1.3: one ticket per handshake is enough to resume for the next file (OpenSSL
+        # sends two); TLS 1.2 resumes from tickets too. Ticket keys are made by the master
+        # process, so every worker opens every ticket.
+        ssl_session_tickets on;
+        ssl_conf_command NumTickets 1;
+        ssl_session_cache shared:phones:10m;"""
+
+
 def config(settings: Settings) -> str:
     """nginx.conf for these settings."""
     run = socket_dir(settings)
@@ -149,14 +169,11 @@ def config(settings: Settings) -> str:
     # Empty: not sent, and what a client sent under these names is not passed on either.
     plain_headers = (f"            proxy_set_header {VERIFY_HEADER} \"\";\n"
                      f"            proxy_set_header {SUBJECT_HEADER} \"\";")
-    phone_certs = "\n".join(f"        ssl_certificate {cert};\n        ssl_certificate_key {key};"
-                            for cert, key in tls.server_pairs(settings))
     upstreams = "\n".join(f"""    upstream {label} {{
         server unix:{socket_path(settings, label)};
         keepalive {UPSTREAM_KEEPALIVE};
         keepalive_timeout {UPSTREAM_IDLE_S}s;
     }}""" for label in LABELS if label != "admin" or settings.admin_port)
-    ciphers = "DEFAULT:@SECLEVEL=0" if settings.tls_min_version in ("1.0", "1.1") else "DEFAULT"
     servers = f"""    server {{
         listen {host}:{settings.http_port} backlog={LISTEN_BACKLOG};
         client_max_body_size {PHONE_BODY_MAX};
@@ -165,18 +182,7 @@ def config(settings: Settings) -> str:
     server {{
         listen {host}:{settings.https_port} ssl backlog={LISTEN_BACKLOG};
         client_max_body_size {PHONE_BODY_MAX};
-{phone_certs}
-        ssl_protocols {_protocols(settings.tls_min_version)};
-        ssl_ciphers {ciphers};
-        ssl_client_certificate {run / "client-ca.pem"};
-        ssl_verify_client on;
-        ssl_verify_depth 4;
-        # TLS 1.3: one ticket per handshake is enough to resume for the next file (OpenSSL
-        # sends two); TLS 1.2 resumes from tickets too. Ticket keys are made by the master
-        # process, so every worker opens every ticket.
-        ssl_session_tickets on;
-        ssl_conf_command NumTickets 1;
-        ssl_session_cache shared:phones:10m;
+{phone_tls(settings, run / "client-ca.pem")}
 {_proxied(settings, "tls", tls_headers)}
     }}
 """

@@ -1,5 +1,6 @@
-"""Baseline: nginx serving the same bytes as static files, plain and with client-certificate TLS
-(the same server certificate and client CA as `autoprov serve`)."""
+"""Baseline: nginx serving the same bytes as static files, plain and with client-certificate TLS:
+the same TLS directives as the web front's phone port (autoprov/front.py: certificates,
+versions, client CAs, session tickets and cache) and the same listen backlog."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from autoprov import stack, tls
+from autoprov import front, stack, tls
 from autoprov.config import Settings
 from tests.conftest import RunningService
 
@@ -26,17 +27,13 @@ http {{
     scgi_temp_path {base}/tmp/scgi;
     default_type text/plain;
     server {{
-        listen 127.0.0.1:{plain};
+        listen 127.0.0.1:{plain} backlog={backlog};
         root {base}/root;
     }}
     server {{
-        listen 127.0.0.1:{secure} ssl;
+        listen 127.0.0.1:{secure} ssl backlog={backlog};
         root {base}/root;
-{certificates}
-        # What Python's ssl negotiates: nginx 1.22 leaves TLS 1.3 out by default.
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_client_certificate {client_ca};
-        ssl_verify_client on;
+{tls}
     }}
 }}
 """
@@ -50,12 +47,14 @@ def start(settings: Settings, base: Path, files: dict[str, bytes], plain: int,
         target = base / "root" / url_path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(body)
-    # The same certificates autoprov offers (RSA, and ECDSA where configured).
-    certificates = "\n".join(f"        ssl_certificate {cert};\n        ssl_certificate_key {key};"
-                             for cert, key in tls.server_pairs(settings))
+    # The client CAs in one file, as the front has them.
+    client_ca = base / "client-ca.pem"
+    client_ca.write_bytes(b"".join(p.read_bytes().rstrip(b"\n") + b"\n"
+                                   for p in tls.client_ca_files(settings)))
     conf = base / "nginx.conf"
-    conf.write_text(CONF.format(base=base, plain=plain, secure=secure, certificates=certificates,
-                                client_ca=tls.client_ca_files(settings)[0]))
+    conf.write_text(CONF.format(base=base, plain=plain, secure=secure,
+                                backlog=front.LISTEN_BACKLOG,
+                                tls=front.phone_tls(settings, client_ca)))
     for path in [base, *base.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)  # workers run as nobody
     argv = [shutil.which("nginx") or "/usr/sbin/nginx", "-e", str(base / "error.log"),

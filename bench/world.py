@@ -131,3 +131,17 @@ def postgres_cpu_seconds(cluster: Cluster) -> float:
         return 0.0
     total = sum(_cpu(f) for f in _stats() if postmaster in (f[0], f[2]))
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def service_cpu(running: RunningService, cluster: Cluster | None = None) -> dict[str, float]:
+    """CPU seconds so far of a started service by part: its web front (a companion in its own
+    process group), the service's own processes, and the database cluster when given."""
+    parts: dict[str, float] = {}
+    for service, name in ((c, "front (nginx)") for c in running.companions):
+        if service.process is not None:
+            parts[name] = parts.get(name, 0.0) + cpu_seconds(service.process.pid)
+    if running.service.process is not None:
+        parts["app"] = cpu_seconds(running.service.process.pid)
+    if cluster is not None:
+        parts["PostgreSQL"] = postgres_cpu_seconds(cluster)
+    return parts
