@@ -45,6 +45,11 @@ class Settings:
     sip_server_id: int = 1
     # What our SIP replies and NOTIFYs name as Server/User-Agent (not Kamailio and its version).
     sip_server_header: str = "autoprov"
+    # A source address with this many refused REGISTERs (wrong password, unknown user), each less
+    # than sip_auth_fail_window_s after the previous one, gets no answer for sip_ban_s seconds.
+    sip_auth_fail_limit: int = 10
+    sip_auth_fail_window_s: int = 60
+    sip_ban_s: int = 300
     # Per-model Event header for check-sync NOTIFYs, "MODEL=EVENT" (vendor defaults are in SQL,
     # autoprov.vendor.notify_event), e.g. "SPA504G=resync".
     notify_event_overrides: tuple[str, ...] = ()

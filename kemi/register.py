@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import KSR
 
-from kemi import contact, resync
+from kemi import ban, contact, resync
 from kemi.sip import pv, reply, source
 
 # auth_check() results that mean "credentials were presented and are wrong": these get a 403
@@ -66,6 +66,7 @@ def handle() -> None:
             f"aor={_loggable(pv('$tu'))} reason={reason} from={source()}\n"
         )
         reply(403, "Forbidden")
+        ban.auth_failed(pv("$si"))
         return
     KSR.auth.consume_credentials()
     # Behind NAT (private Contact, or Via not where it came from): reach it where it came from.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import KSR
 
-from kemi import register, resync
-from kemi.sip import reply
+from kemi import ban, register, resync
+from kemi.sip import pv, reply
 
 ALLOW = "Allow: REGISTER, OPTIONS"
 KEEPALIVE_REASON = "Keepalive"
@@ -16,6 +16,8 @@ class Router:
         return 0
 
     def ksr_request_route(self, msg: object) -> int:
+        if ban.banned(pv("$si")):
+            return 1  # no answer: a brute-forcing source learns nothing, and costs us nothing
         if KSR.maxfwd.process_maxfwd(10) < 0:
             reply(483, "Too Many Hops")
             return 1
