@@ -50,6 +50,9 @@ class Settings:
     sip_auth_fail_limit: int = 10
     sip_auth_fail_window_s: int = 60
     sip_ban_s: int = 300
+    # Requests per 2 s from one address above which pike bans it too (a floods' guard: a fleet of
+    # thousands behind one NAT, keepalives and a registration storm after an outage, stays under).
+    sip_pike_per_2s: int = 3000
     # Per-model Event header for check-sync NOTIFYs, "MODEL=EVENT" (vendor defaults are in SQL,
     # autoprov.vendor.notify_event), e.g. "SPA504G=resync".
     notify_event_overrides: tuple[str, ...] = ()

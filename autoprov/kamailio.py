@@ -66,6 +66,7 @@ def command(settings: Settings, code_root: Path = ROOT) -> list[str]:
         "-A", f'KEMI_SCRIPT="{kemi_script}"',
         "-A", f'RPC_SOCKET="{settings.rpc_socket}"',
         "-A", f"SERVER_ID={settings.sip_server_id}",
+        "-A", f"PIKE_PER_2S={settings.sip_pike_per_2s}",
         "-A", f'SERVER_HEADER="Server: {product}"',
         "-A", f'USER_AGENT_HEADER="User-Agent: {product}"',
     ]

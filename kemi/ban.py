@@ -19,7 +19,15 @@ _BAN_S = _settings.sip_ban_s
 
 
 def banned(address: str) -> bool:
-    return KSR.htable.sht_get(BANNED_TABLE, address) is not None
+    return bool(KSR.htable.sht_get(BANNED_TABLE, address))  # 0 (initval) when not banned
+
+
+def flooding(address: str) -> bool:
+    """pike says this address sends too much: ban it like a password guesser."""
+    if KSR.pike.pike_check_req() >= 0:
+        return False
+    _ban(address, "flood")
+    return True
 
 
 def auth_failed(address: str) -> None:
@@ -30,8 +38,12 @@ def auth_failed(address: str) -> None:
     if count < _LIMIT:
         return
     KSR.htable.sht_rm(FAILURES_TABLE, address)
-    KSR.htable.sht_seti(BANNED_TABLE, address, 1)
+    _ban(address, f"auth-failures={count}")
+
+
+def _ban(address: str, reason: str) -> None:
+    # Atomic: of workers seeing the same flood at once, only the first bans and logs.
+    if KSR.htable.sht_inc(BANNED_TABLE, address) != 1:
+        return
     KSR.htable.sht_setex(BANNED_TABLE, address, _BAN_S)
-    # Once per ban (a banned address is not answered, so never counted again until it expires).
-    KSR.warn(f"autoprov banned from={address} failures={count} window_s={_WINDOW_S} "
-             f"ban_s={_BAN_S}\n")
+    KSR.warn(f"autoprov banned from={address} reason={reason} ban_s={_BAN_S}\n")

@@ -16,7 +16,8 @@ class Router:
         return 0
 
     def ksr_request_route(self, msg: object) -> int:
-        if ban.banned(pv("$si")):
+        source = pv("$si")
+        if ban.banned(source) or ban.flooding(source):
             return 1  # no answer: a brute-forcing source learns nothing, and costs us nothing
         if KSR.maxfwd.process_maxfwd(10) < 0:
             reply(483, "Too Many Hops")

@@ -9,6 +9,7 @@ from . import jsonrpcs as jsonrpcs
 from . import kex as kex
 from . import maxfwd as maxfwd
 from . import nathelper as nathelper
+from . import pike as pike
 from . import pv as pv
 from . import pvx as pvx
 from . import registrar as registrar
