@@ -95,7 +95,9 @@ def test_a_clone_in_a_private_folder_goes_up_down_and_is_purged(clone: Clone) ->
     # The clone's code ran: its kamailio.cfg and KEMI, its var/ for pid files and logs.
     kamailio_pid = (clone.path / "var" / "run" / "kamailio.up.pid").read_text().strip()
     kamailio_argv = Path(f"/proc/{kamailio_pid}/cmdline").read_bytes().split(b"\0")
-    assert str(clone.path / "kamailio.cfg").encode() in kamailio_argv
+    site_cfg = clone.path / "var" / "run" / "kamailio-site.cfg"  # the 0600 file with the DB URL
+    assert str(site_cfg).encode() in kamailio_argv
+    assert f'include_file "{clone.path / "kamailio.cfg"}"' in site_cfg.read_text()
     for name in ("kamailio", "provisioning"):
         assert (clone.path / "var" / "log" / f"{name}.log").stat().st_size > 0
     assert sip_answers(clone.settings)
