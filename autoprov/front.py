@@ -42,6 +42,8 @@ CLIENT_HEADER = "X-Autoprov-Client"
 VERIFY_HEADER = "X-Autoprov-Verify"
 SUBJECT_HEADER = "X-Autoprov-Subject"
 REFUSED_HEADER = "X-Autoprov-Refused"
+# The refused request's own URI (the app is handed an internal one): the API answers in JSON.
+REFUSED_URI_HEADER = "X-Autoprov-Refused-Uri"
 
 # What nginx refuses itself, and what the app answers in its place: 494 is nginx's own code
 # for a header line larger than front_max_header_kb; 495/496 a client certificate that
@@ -127,6 +129,7 @@ def _proxied(settings: Settings, label: str, headers: str,
             internal;
             proxy_pass http://{label};{base}
             proxy_set_header {REFUSED_HEADER} {answer};
+            proxy_set_header {REFUSED_URI_HEADER} $request_uri;
             proxy_set_header Content-Length "";
             proxy_pass_request_body off;
         }}""" for code, answer in REFUSALS.items())

@@ -20,6 +20,8 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from autoprov import front
 from provisioning_wsgi import identity
+from provisioning_wsgi.api import app as api_app
+from provisioning_wsgi.api import problem
 
 log = logging.getLogger("autoprov.provisioning")
 
@@ -28,8 +30,9 @@ def _key(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
 
 
-_CLIENT, _VERIFY, _SUBJECT, _REFUSED = (_key(h) for h in (
-    front.CLIENT_HEADER, front.VERIFY_HEADER, front.SUBJECT_HEADER, front.REFUSED_HEADER))
+_CLIENT, _VERIFY, _SUBJECT, _REFUSED, _REFUSED_URI = (_key(h) for h in (
+    front.CLIENT_HEADER, front.VERIFY_HEADER, front.SUBJECT_HEADER, front.REFUSED_HEADER,
+    front.REFUSED_URI_HEADER))
 _REASONS = {400: ("Bad Request", "bad-request"), 403: ("Forbidden", "tls-handshake"),
             413: ("Content Too Large", "body-too-large"),
             414: ("URI Too Long", "request-line-too-long"),
@@ -55,9 +58,10 @@ class BehindFront:
         verify = environ.pop(_VERIFY, None) or "NONE"
         subject = environ.pop(_SUBJECT, None) or ""
         refused = environ.pop(_REFUSED, None)
+        refused_uri = environ.pop(_REFUSED_URI, None) or ""
         environ["REMOTE_ADDR"] = client
         if refused:
-            return self._refuse(int(refused), client, verify, start_response)
+            return self._refuse(int(refused), client, verify, refused_uri, start_response)
         if self.label != "bootstrap":
             environ["HTTPS"] = "on"
         if self.label == "tls":
@@ -66,7 +70,7 @@ class BehindFront:
                 environ[identity.SUBJECT_VALUES] = identity.dn_values(subject)
         return self.app(environ, start_response)
 
-    def _refuse(self, status: int, client: str, verify: str,
+    def _refuse(self, status: int, client: str, verify: str, uri: str,
                 start_response: StartResponse) -> Iterable[bytes]:
         phrase, reason = _REASONS.get(status, ("Bad Request", "bad-request"))
         if status == 403:
@@ -80,6 +84,10 @@ class BehindFront:
             log.info("access client=%s port=%s status=429 reason=%s", client, self.label, reason)
         else:
             log.warning("denied client=%s port=%s reason=%s", client, self.label, reason)
+        if self.label == "admin" and uri.startswith(api_app.PREFIX + "/"):
+            # An API client reads every error as problem+json, also one the front made.
+            error = problem.ApiError(status, reason, f"refused by the web front: {reason}")
+            return error.response().send(start_response, "GET")
         body = f"{status} {phrase.lower()}\n".encode()
         start_response(f"{status} {phrase}", [("Content-Type", "text/plain; charset=utf-8"),
                                              ("Content-Length", str(len(body)))])

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from autoprov.config import Settings
+from provisioning_wsgi.api.app import MAX_CSV_BYTES
 from tests.admin_helpers import admin_settings
 from tests.api_helpers import Api, start_api
 from tests.conftest import start_provisioning
@@ -145,6 +146,16 @@ def test_a_file_that_is_not_a_csv_of_the_columns_is_refused(api: Api) -> None:
                     headers={"Content-Type": "application/json"}).status_code == 415
     assert api.call("POST", "/devices/import", data=b"\xff\xfe", headers=CSV
                     ).status_code == 400
+
+
+def test_a_file_over_the_size_limit_is_a_problem_from_the_front(api: Api) -> None:
+    """nginx refuses the body before the app reads it; the answer is still problem+json."""
+    too_big = HEADER + "x" * (MAX_CSV_BYTES + 1)
+    reply = api.call("POST", "/devices/import", data=too_big.encode(), headers=CSV)
+    assert reply.status_code == 413
+    assert reply.headers["Content-Type"] == "application/problem+json"
+    assert reply.json()["status"] == 413
+    api.running.wait_for_log("denied client=127.0.0.1 port=admin reason=body-too-large")
 
 
 def test_five_thousand_rows_go_in_at_once(api: Api, conn: psycopg.Connection[Any]) -> None:
