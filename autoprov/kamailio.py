@@ -30,16 +30,19 @@ def python_path(code_root: Path = ROOT) -> str:
     return os.pathsep.join(paths)
 
 
-def site_cfg(settings: Settings) -> Path:
-    """Write the config Kamailio starts from: the database URL, then kamailio.cfg.
+def site_cfg(settings: Settings, main: Path | None = None,
+             name: str = "kamailio-site.cfg") -> Path:
+    """Write the config Kamailio starts from: the database URL, then kamailio.cfg (or `main`,
+    e.g. the benchmark's native script).
 
     The URL (its password) is in a file only Kamailio's user can read, not on the command line,
     which every local user sees in `ps`.
     """
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.run_dir / "kamailio-site.cfg"
+    path = settings.run_dir / name
     url = db.kamailio_url(db.url(settings)).replace("\\", "\\\\").replace('"', '\\"')
-    text = f'#!define DBURL "{url}"\ninclude_file "{settings.kamailio_cfg.resolve()}"\n'
+    included = (main or settings.kamailio_cfg).resolve()
+    text = f'#!define DBURL "{url}"\ninclude_file "{included}"\n'
     fd, temp = tempfile.mkstemp(prefix=".kamailio-site.", dir=settings.run_dir)  # mode 0600
     with os.fdopen(fd, "w") as file:
         file.write(text)
