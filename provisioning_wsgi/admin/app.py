@@ -218,13 +218,9 @@ class AdminApp:
 
     def resync(self, request: web.Request, match: re.Match[str]) -> web.Response:
         mac = _mac(match["mac"])
-        form = request.form()
-        if form is None:
-            return web.text(413, "form-too-large")
-        if not auth.form_is_ours(auth.cookie_token(request.header("Cookie")),
-                                 form.get(auth.CSRF_FIELD), request.header("Origin"),
-                                 request.header("Host")):
-            return self._deny(request, "csrf", web.text(403))
+        form = auth.posted_form(request, self._deny)
+        if isinstance(form, web.Response):
+            return form
         with self._connect() as conn:
             try:
                 request_id = resync.request(conn, mac, reason="admin-page")

@@ -17,7 +17,10 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from enum import Enum
+
+from provisioning_wsgi.admin import web
 
 CSRF_COOKIE = "__Host-autoprov-csrf"
 CSRF_FIELD = "csrf"
@@ -114,3 +117,19 @@ def form_is_ours(cookie: str | None, field: str | None, origin: str | None,
         return False
     # Browsers send Origin on every POST; an absent one (old browser) leaves the token alone.
     return origin is None or (host is not None and origin == f"https://{host}")
+
+
+# Answers a refused request and writes its "denied" line (the admin app's _deny).
+Deny = Callable[[web.Request, str, web.Response], web.Response]
+
+
+def posted_form(request: web.Request, deny: Deny,
+                limit: int = web.MAX_FORM_BYTES) -> dict[str, str] | web.Response:
+    """The posted form if it came from our pages, else the answer refusing it."""
+    form = request.form(limit)
+    if form is None:
+        return web.text(413, "form-too-large")
+    if not form_is_ours(cookie_token(request.header("Cookie")), form.get(CSRF_FIELD),
+                        request.header("Origin"), request.header("Host")):
+        return deny(request, "csrf", web.text(403))
+    return form

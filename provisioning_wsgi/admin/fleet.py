@@ -33,7 +33,7 @@ log = logging.getLogger("autoprov.provisioning")
 
 Conn = psycopg.Connection[Any]
 Render = Callable[..., web.Response]
-Deny = Callable[[web.Request, str, web.Response], web.Response]
+Deny = auth.Deny
 Handler = Callable[[web.Request, "re.Match[str]"], web.Response]
 # Empty line rows a device form offers beyond the device's own.
 SPARE_LINES = 2
@@ -65,15 +65,7 @@ class FleetPages:
 
     def _form(self, request: web.Request,
               limit: int = web.MAX_FORM_BYTES) -> dict[str, str] | web.Response:
-        """The posted form if it came from our pages, else the refusal to answer."""
-        form = request.form(limit)
-        if form is None:
-            return web.text(413, "form-too-large")
-        if not auth.form_is_ours(auth.cookie_token(request.header("Cookie")),
-                                 form.get(auth.CSRF_FIELD), request.header("Origin"),
-                                 request.header("Host")):
-            return self.deny(request, "csrf", web.text(403))
-        return form
+        return auth.posted_form(request, self.deny, limit)
 
     def _changed(self, request: web.Request, what: str) -> None:
         log.info("change client=%s port=admin %s", request.client, what)
