@@ -53,6 +53,13 @@ class Settings:
     # Requests per 2 s from one address above which pike bans it too (a floods' guard: a fleet of
     # thousands behind one NAT, keepalives and a registration storm after an outage, stays under).
     sip_pike_per_2s: int = 3000
+    # A phone's verified credentials (HA1 only, in Kamailio's shared memory, never on disk) are
+    # trusted this long without asking the database: refreshes cost no query, and known phones
+    # keep registering through a database outage. A password changed or a subscriber deleted in
+    # SQL drops its entry at once (sql/010_credential_cache.sql).
+    sip_auth_cache_s: int = 86400
+    # Retry-After of the 503 a REGISTER gets when the database is away and its phone is unknown.
+    sip_db_retry_after_s: int = 30
     # Per-model Event header for check-sync NOTIFYs, "MODEL=EVENT" (vendor defaults are in SQL,
     # autoprov.vendor.notify_event), e.g. "SPA504G=resync".
     notify_event_overrides: tuple[str, ...] = ()

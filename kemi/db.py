@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 _conn: psycopg.Connection[Any] | None = None
-_listen_conn: psycopg.Connection[Any] | None = None
+_listening: dict[str, psycopg.Connection[Any]] = {}  # one LISTENing connection per channel
 CONNECT_TIMEOUT = 3
 
 
@@ -48,22 +48,29 @@ def notified(channel: str) -> bool:
 
     Also True right after (re)connecting, since notifications may have been missed meanwhile.
     """
-    global _listen_conn
-    if _listen_conn is None or _listen_conn.closed:
+    payloads = notifications(channel)
+    return payloads is None or len(payloads) > 0
+
+
+def notifications(channel: str) -> list[str] | None:
+    """The payloads NOTIFYed on `channel` since the last call (LISTENing on first use); None
+    right after (re)connecting, when some may have been missed; [] while the database is away."""
+    conn = _listening.get(channel)
+    if conn is None or conn.closed:
         try:
-            _listen_conn = _open()
-            _listen_conn.execute(f"LISTEN {channel}")
+            conn = _listening[channel] = _open()
+            conn.execute(f"LISTEN {channel}")
         except psycopg.OperationalError:
-            _listen_conn = None
-            return False
-        return True
+            _listening.pop(channel, None)
+            return []
+        return None
     try:
         # Called every timer tick: most ticks nothing arrived, and asking the socket is far
         # cheaper than psycopg's notifies() (which reads and drains everything that did).
-        if not select.select([_listen_conn.fileno()], [], [], 0)[0]:
-            return False
-        return sum(1 for _ in _listen_conn.notifies(timeout=0)) > 0
+        if not select.select([conn.fileno()], [], [], 0)[0]:
+            return []
+        return [n.payload for n in conn.notifies(timeout=0)]
     except psycopg.OperationalError:
-        _listen_conn.close()
-        _listen_conn = None
-        return False
+        conn.close()
+        _listening.pop(channel, None)
+        return []

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import KSR
 
-from kemi import ban, contact, resync
+from kemi import ban, contact, credentials, resync
 from kemi.sip import pv, reply, source
 
 # auth_check() results that mean "credentials were presented and are wrong": these get a 403
 # and a log line for fail2ban. Anything else (no credentials, stale nonce) gets a challenge.
 _REFUSED = {-2: "invalid-password", -3: "unknown-user", -8: "user-mismatch"}
 QOP_AUTH = 1
+AUTH_ERROR = -1  # auth_db could not look the user up (among others: the database is away)
 INVALID_PASSWORD = -2
+NO_CREDENTIALS = -5
+SAVE_NO_REPLY = 2  # registrar: no reply from save(), reg_send_reply() sends it
 PREVIOUS_CREDENTIALS = "autoprov.previous_credentials"
 # A `received` contact parameter the client wrote, with its value (quoted or not), in POSIX ERE.
 _CLIENT_RECEIVED = (r'/;[[:space:]]*received[[:space:]]*'
@@ -42,6 +45,53 @@ def _contacts_acceptable() -> bool:
     return True
 
 
+def _database_away() -> None:
+    reply(503, "Service Unavailable", f"Retry-After: {credentials.RETRY_AFTER_S}")
+
+
+def _authenticate(realm: str) -> int | None:
+    """auth_check's result, from the cached HA1 when this phone was verified before (no query),
+    else from `subscriber`; None when the database is away and the phone unknown (503 sent)."""
+    cached = credentials.check_cached(realm)
+    if cached is not None and cached > 0:
+        return cached
+    if credentials.database_down():
+        if not pv("$au"):
+            return NO_CREDENTIALS  # the challenge costs no database
+        if cached is None or cached == INVALID_PASSWORD:
+            _database_away()
+            return None
+        return cached  # stale nonce and the like: challenged again
+    result = int(KSR.auth_db.auth_check(realm, "subscriber", 1))
+    if result > 0:
+        credentials.remember(realm)
+    elif result == INVALID_PASSWORD:
+        # Mid-rotation the phone still holds the old password until it fetches its new config.
+        previous = int(KSR.auth_db.auth_check(realm, PREVIOUS_CREDENTIALS, 1))
+        if previous > 0:
+            result = previous
+    elif result == AUTH_ERROR and credentials.confirm_database_down():
+        _database_away()
+        return None
+    return result
+
+
+def _save(aor: str) -> bool:
+    """Save the bindings (write-through to `location`); while the database is away, in memory
+    only, written back when it returns. False when an error reply was sent."""
+    # No reply from save() itself: if the database write fails it would answer 500, and a
+    # phone registered in memory must get its 200 from the second try below.
+    if not credentials.database_down() and KSR.registrar.save("location", SAVE_NO_REPLY) > 0:
+        KSR.registrar.reg_send_reply()
+        return True
+    away = credentials.database_down() or credentials.confirm_database_down()
+    if away and credentials.save_in_memory(aor) > 0:
+        return True
+    KSR.err(f"autoprov register save failed aor={_loggable(aor)} from={source()}\n")
+    KSR.sl.sl_reply_error()
+    return False
+
+
 def handle() -> None:
     realm = pv("$td")
     if not realm:
@@ -49,12 +99,9 @@ def handle() -> None:
         return
     if not _contacts_acceptable():
         return
-    result = KSR.auth_db.auth_check(realm, "subscriber", 1)
-    if result == INVALID_PASSWORD:
-        # Mid-rotation the phone still holds the old password until it fetches its new config.
-        previous = KSR.auth_db.auth_check(realm, PREVIOUS_CREDENTIALS, 1)
-        if previous > 0:
-            result = previous
+    result = _authenticate(realm)
+    if result is None:
+        return  # answered 503: the database is away and this phone is not known here
     if result < 0:
         reason = _REFUSED.get(result)
         if reason is None:
@@ -72,9 +119,7 @@ def handle() -> None:
     # Behind NAT (private Contact, or Via not where it came from): reach it where it came from.
     if KSR.nathelper.nat_uac_test(19) > 0:
         KSR.nathelper.fix_nated_register()
-    if KSR.registrar.save("location", 0) < 0:
-        KSR.err(f"autoprov register save failed aor={pv('$tu')} from={source()}\n")
-        KSR.sl.sl_reply_error()
+    if not _save(f"{pv('$tU')}@{realm}"):
         return
     # No log line per successful REGISTER: thousands of phones refresh all day, and the
     # binding itself is in `location`.
