@@ -56,7 +56,9 @@ def services(settings: Settings, code_root: Path = ROOT) -> list[Service]:
     return [
         Service(
             "kamailio",
-            kamailio.command(settings, code_root),
+            # Supervised: Kamailio stops all its processes when one dies; this restarts it.
+            [sys.executable, "-m", "autoprov.supervise", "kamailio", "--",
+             *kamailio.command(settings, code_root)],
             kamailio.environment(settings, code_root),
             lambda: _probe_sip(settings),
             timestamp_log=True,
