@@ -60,6 +60,9 @@ class Settings:
     sip_auth_cache_s: int = 86400
     # Retry-After of the 503 a REGISTER gets when the database is away and its phone is unknown.
     sip_db_retry_after_s: int = 30
+    # The logs `make up` writes (var/log/*.log) rotate at this size, keeping log_keep old files.
+    log_max_mb: int = 100
+    log_keep: int = 5
     # Per-model Event header for check-sync NOTIFYs, "MODEL=EVENT" (vendor defaults are in SQL,
     # autoprov.vendor.notify_event), e.g. "SPA504G=resync".
     notify_event_overrides: tuple[str, ...] = ()

@@ -34,8 +34,11 @@ class Service:
     env: dict[str, str]
     # Returns None when the service answers, else what is still wrong.
     probe: Callable[[], str | None]
-    # Its lines carry no date: written to a file, they go through autoprov.logpipe, which adds one.
+    # Kamailio's JSON log: written anywhere, it goes through autoprov.logpipe, which makes each
+    # record one safe dated line. Other services' files go through it too, for rotation.
     timestamp_log: bool = False
+    # (max bytes, files kept) of its log file; 0 bytes: never rotated.
+    log_rotation: tuple[int, int] = (0, 0)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     log_pipe: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
@@ -53,6 +56,14 @@ def _probe_sip(settings: Settings) -> str | None:
 
 
 def services(settings: Settings, code_root: Path = ROOT) -> list[Service]:
+    rotation = (settings.log_max_mb * 1024 * 1024, settings.log_keep)
+    found = _services(settings, code_root)
+    for service in found:
+        service.log_rotation = rotation
+    return found
+
+
+def _services(settings: Settings, code_root: Path) -> list[Service]:
     return [
         Service(
             "kamailio",
@@ -111,12 +122,8 @@ def prepare(settings: Settings) -> bool:
 def spawn(service: Service, log: int | IO[bytes] | Path | None = None) -> None:
     """Start a service in its own process group (so stopping it stops its children), its output
     to `log` (a Path: appended to that file, through a log pipe if the service needs one)."""
-    if isinstance(log, Path):
-        if service.timestamp_log:
-            _spawn_with_log_pipe(service, log)
-            return
-        with log.open("ab") as file:
-            spawn(service, file)
+    if isinstance(log, Path) or (log is None and service.timestamp_log):
+        _spawn_with_log_pipe(service, log)
         return
     service.process = subprocess.Popen(
         service.argv, env=service.env, stdout=log,
@@ -125,11 +132,22 @@ def spawn(service: Service, log: int | IO[bytes] | Path | None = None) -> None:
     )
 
 
-def _spawn_with_log_pipe(service: Service, log: Path) -> None:
+def _log_pipe_args(service: Service, log: Path | None) -> list[str]:
+    args = [sys.executable, "-m", "autoprov.logpipe",
+            "--kamailio" if service.timestamp_log else "--as-is"]
+    if log is not None and service.log_rotation[0] > 0:
+        args += ["--max-bytes", str(service.log_rotation[0]),
+                 "--keep", str(service.log_rotation[1])]
+    return [*args, str(log) if log is not None else "-"]
+
+
+def _spawn_with_log_pipe(service: Service, log: Path | None) -> None:
+    """`log` None: the terminal (`autoprov run`)."""
     # One new process group, led by the service (its pid is the one pid files and stop() use),
     # with the pipe in it: stopping the group stops both, and the pipe drains what is left. Not a
     # new session: a process can only join a group in its own session.
-    with log.open("ab") as errors:  # also fails here, not in the pipe, if the file is not writable
+    errors_to = log if log is not None else Path("/dev/stderr")
+    with errors_to.open("ab") as errors:  # fails here, not in the pipe, if it is not writable
         service.process = subprocess.Popen(
             service.argv, env=service.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, process_group=0, cwd=ROOT,
@@ -140,8 +158,9 @@ def _spawn_with_log_pipe(service: Service, log: Path) -> None:
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, logpipe.STOP_SIGNALS)
         try:
             service.log_pipe = subprocess.Popen(
-                [sys.executable, "-m", "autoprov.logpipe", str(log)], env=service.env,
-                stdin=service.process.stdout, stdout=subprocess.DEVNULL, stderr=errors,
+                _log_pipe_args(service, log), env=service.env,
+                stdin=service.process.stdout,
+                stdout=subprocess.DEVNULL if log is not None else None, stderr=errors,
                 process_group=service.process.pid, cwd=ROOT,
             )
         except BaseException:

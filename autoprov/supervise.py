@@ -9,6 +9,8 @@ slowly (up to MAX_DELAY_S), not in a tight loop. SIGTERM/SIGINT stop the child a
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -23,6 +25,15 @@ def describe(status: int) -> str:
     if status < 0:
         return f"was killed by {signal.Signals(-status).name}"
     return f"exited with status {status}"
+
+
+def _log(message: str) -> None:
+    """One record in Kamailio's own JSON log shape, so autoprov's log pipe writes it as one of
+    Kamailio's lines (and not as stray output)."""
+    record = {"idx": 0, "pid": os.getpid(), "level": "WARNING", "module": "autoprov",
+              "file": "autoprov/supervise.py", "line": 0, "function": "supervise",
+              "message": message}
+    print(json.dumps(record), file=sys.stderr, flush=True)
 
 
 def supervise(name: str, argv: list[str]) -> int:
@@ -49,8 +60,8 @@ def supervise(name: str, argv: list[str]) -> int:
         if ran >= STABLE_AFTER_S:
             delay = FIRST_DELAY_S
         restarts += 1
-        print(f"autoprov supervisor: {name} (pid {child.pid}) {describe(status)} after "
-              f"{ran:.0f}s; restart {restarts} in {delay:.1f}s", file=sys.stderr, flush=True)
+        _log(f"autoprov supervisor: {name} (pid {child.pid}) {describe(status)} after "
+             f"{ran:.0f}s; restart {restarts} in {delay:.1f}s")
         deadline = time.monotonic() + delay
         while not stopping and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -7,6 +7,7 @@ it came from; successes, and addresses a client merely wrote into what it sent, 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -50,11 +51,19 @@ FORGER = "127.0.0.6"  # refused itself, and writes other addresses into what it 
 # short, and a header of its own never.
 FORGED = {"call-id": "127.0.0.91", "unparsable": "127.0.0.92", "auth-user": "127.0.0.93",
           "header": "127.0.0.94"}
+# Guesses passwords until Kamailio bans it (sip_auth_fail_limit, 10): ten refusals and the ban.
+BANNED = "127.0.0.8"
+# Sends nothing but requests with a refusal line written into one part each, over UDP and TCP.
+EVERYWHERE = "127.0.0.7"
+# Where: the request line, every header (its value folded onto a line of its own, and the line
+# alone as a header line), the body. Each place its own forged address, 127.0.0.(100 + index).
+PLACES = ("request-line", "Via", "From", "To", "Call-ID", "CSeq", "Contact", "User-Agent",
+          "Max-Forwards", "Expires", "Authorization", "X-Custom", "raw-line", "body")
 OTHER_DEVICE, EXPIRED, UNTRUSTED, PHONE = "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"
 OVERSIZED = "127.0.0.15"  # refused by the web front; claims another address in a header
 WRONG_LOGIN, OPERATOR, CROSS_SITE = "127.0.0.21", "127.0.0.22", "127.0.0.23"
 
-REFUSED_REGISTERS = {WRONG_PASSWORD: 3, UNKNOWN_USER: 2, USER_MISMATCH: 1, FORGER: 4}
+REFUSED_REGISTERS = {WRONG_PASSWORD: 3, UNKNOWN_USER: 2, USER_MISMATCH: 1, FORGER: 4, BANNED: 11}
 REFUSED_FETCHES = {OTHER_DEVICE: 2, EXPIRED: 1, UNTRUSTED: 1, OVERSIZED: 2}
 WRONG_LOGINS = {WRONG_LOGIN: 3}
 
@@ -166,6 +175,10 @@ def _sip(settings: Settings, conn: psycopg.Connection[Any]) -> None:
         result = Phone(user, "example.test", "not-" + password, proxy,
                        local_ip=WRONG_PASSWORD).run("register-refused")
         assert result.ok, result.output
+    for _ in range(10):
+        result = Phone(user, "example.test", "guess-" + password, proxy,
+                       local_ip=BANNED).run("register-refused")
+        assert result.ok, result.output
     for transport in ("udp", "tcp"):
         result = Phone("nobody-" + secrets.token_hex(3), "example.test", "x", proxy, transport,
                        local_ip=UNKNOWN_USER).run("register-refused")
@@ -196,6 +209,53 @@ def _sip(settings: Settings, conn: psycopg.Connection[Any]) -> None:
                     + forged_line(FORGED["unparsable"]) + b"\r\n\r\n", proxy)
         # Kamailio answers nothing; the REGISTER after it is answered once this one is logged.
     assert register_raw(proxy, FORGER, user="nobody", password="x") == "SIP/2.0 403 Forbidden"
+    _send_everywhere(proxy)
+
+
+def _forged_everywhere(proxy: tuple[str, int]) -> list[bytes]:
+    """One REGISTER per place, the refusal line (with that place's address) written into it."""
+    messages = []
+    for index, place in enumerate(PLACES):
+        forged = forged_line(f"127.0.0.{100 + index}")
+        headers = {
+            "Via": b"SIP/2.0/%s " + EVERYWHERE.encode() + b":5999;branch=z9hG4bK" + b"%d" % index,
+            "From": b"<sip:nobody@example.test>;tag=f1", "To": b"<sip:nobody@example.test>",
+            "Call-ID": b"forged-%d" % index, "CSeq": b"1 REGISTER",
+            "Contact": b"<sip:nobody@" + EVERYWHERE.encode() + b":5999>",
+            "User-Agent": b"phone", "Max-Forwards": b"70", "Expires": b"60",
+            "Authorization": b'Digest username="nobody", realm="example.test", nonce="x", '
+                             b'uri="sip:example.test", response="00"',
+            "X-Custom": b"x",
+        }
+        request_line = b"REGISTER sip:example.test SIP/2.0"
+        body = b""
+        extra = b""
+        if place == "request-line":
+            request_line = b"REGISTER sip:" + forged.replace(b" ", b"") + b" SIP/2.0\r\n " + forged
+        elif place == "raw-line":
+            extra = forged + b"\r\n"
+        elif place == "body":
+            body = b"\r\n" + forged + b"\r\n"
+        else:
+            headers[place] += b"\r\n " + forged  # folded: one header, a line break inside
+        lines = [request_line, *(name.encode() + b": " + value for name, value in headers.items())]
+        messages.append(b"\r\n".join(lines) + b"\r\n" + extra
+                        + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    return messages
+
+
+def _send_everywhere(proxy: tuple[str, int]) -> None:
+    for message in _forged_everywhere(proxy):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((EVERYWHERE, 0))
+            sock.settimeout(2)
+            sock.sendto(message.replace(b"SIP/2.0/%s", b"SIP/2.0/UDP"), proxy)
+            with contextlib.suppress(TimeoutError):
+                sock.recv(65535)  # an answer, or none for what Kamailio cannot parse
+        with socket.create_connection(proxy, timeout=2, source_address=(EVERYWHERE, 0)) as tcp:
+            tcp.sendall(message.replace(b"SIP/2.0/%s", b"SIP/2.0/TCP"))
+            with contextlib.suppress(TimeoutError):
+                tcp.recv(65535)
 
 
 def _phones(settings: Settings, conn: psycopg.Connection[Any], certs: Path) -> None:
@@ -277,6 +337,7 @@ def test_refused_registers_are_found_with_their_address_and_nothing_else(
     assert reasons[UNKNOWN_USER, "unknown-user"] == 2
     assert reasons[USER_MISMATCH, "user-mismatch"] == 1
     assert any(line.endswith("/tcp") for address, line in matches if address == UNKNOWN_USER)
+    assert [line for address, line in matches if address == BANNED and " banned " in line]
 
 
 def test_an_address_a_client_wrote_into_its_request_is_not_found(refused: Settings) -> None:
@@ -287,6 +348,25 @@ def test_an_address_a_client_wrote_into_its_request_is_not_found(refused: Settin
         if where in ("call-id", "unparsable"):
             assert f"from={address}:5060/udp" in log, where  # it is in the log, as text
         assert address not in {found for found, _ in matches}, where
+
+
+def test_a_refusal_line_written_into_any_part_of_a_request_is_not_found(
+    refused: Settings,
+) -> None:
+    matches = fail2ban_regex(kamailio_log(refused), "autoprov-sip")
+    found = {address for address, _ in matches}
+    log = kamailio_log(refused).read_text(errors="replace")
+
+    assert EVERYWHERE not in found
+    for index, place in enumerate(PLACES):
+        assert f"127.0.0.{100 + index}" not in found, place
+    # Kamailio logged what it could not parse, forged lines included, as text inside its lines.
+    assert any(f"from=127.0.0.{100 + index}:5060/udp" in log for index in range(len(PLACES)))
+    # No line starts with anything but the date, and the date with anything but Kamailio's
+    # process number or the log pipe's fixed marker.
+    shape = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+                       r"(?: ?\d+\(\d+\) [A-Z]+: |kamailio output: )")
+    assert [line for line in log.splitlines() if not shape.match(line)] == []
 
 
 def test_every_kamailio_line_has_the_date_and_time(refused: Settings) -> None:

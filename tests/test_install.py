@@ -516,6 +516,9 @@ def test_installed_proxy_registers_a_phone_and_reloads_for_root(
     assert "/dev/shm/" not in maps and "SYSV" not in maps
     _, host, port = sipprobe.parse_listen(migrated.sip_listen[0])
     assert sipprobe.options("udp", host, port) == (200, "Keepalive")
+    # Its output (the journal's) is text lines made from Kamailio's JSON log by the log pipe.
+    output = proxy.log.read_text(errors="replace")
+    assert "INFO: <core> [main.c:" in output and '"idx":' not in output
 
     user, domain, password = add_line(migrated)
     mac = "001565" + secrets.token_hex(3)

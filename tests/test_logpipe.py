@@ -111,7 +111,9 @@ def test_sighup_reopens_the_file_for_logrotate(
 def test_a_proxy_stopped_right_after_its_start_still_has_its_last_lines(tmp_path: Path) -> None:
     # Say, a proxy that cannot bind its port: it exits at once, and `make up` stops its group
     # while the pipe may still be starting.
-    proxy = stack.Service("kamailio", ["echo", " 0(1) ERROR: bind failed"], dict(os.environ),
+    record = ('{ "idx": 0, "pid": 1, "level": "ERROR", "module": "core", "file": "core/socket.c",'
+              ' "line": 7, "function": "bind", "message": "bind failed" }')
+    proxy = stack.Service("kamailio", ["echo", record], dict(os.environ),
                           lambda: None, timestamp_log=True)
     log = tmp_path / "kamailio.log"
 
@@ -120,4 +122,46 @@ def test_a_proxy_stopped_right_after_its_start_still_has_its_last_lines(tmp_path
     proxy.process.wait()
     stack.stop(proxy)
 
-    assert re.fullmatch(STAMP + " 0\\(1\\) ERROR: bind failed\n", log.read_text())
+    assert re.fullmatch(STAMP + " 0\\(1\\) ERROR: <core> \\[core/socket.c:7\\]: bind\\(\\): "
+                        "bind failed\n", log.read_text())
+
+
+def test_the_log_rotates_by_size_and_keeps_what_it_is_told(tmp_path: Path) -> None:
+    log = tmp_path / "kamailio.log"
+    proc = subprocess.Popen([sys.executable, "-m", "autoprov.logpipe", "--kamailio",
+                             "--max-bytes", "4000", "--keep", "2", str(log)],
+                            stdin=subprocess.PIPE, cwd=ROOT)
+    records = b"".join(
+        b'{ "idx": 1, "pid": 7, "level": "WARNING", "module": "core", "file": "core/kemi.c", '
+        b'"line": 1, "function": "w", "message": "autoprov line %d" }\n' % n for n in range(300))
+    send(proc, records)
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert proc.wait(timeout=10) == 0
+
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["kamailio.log", "kamailio.log.1", "kamailio.log.2"]
+    assert all((tmp_path / name).stat().st_size <= 4000 for name in files)
+    numbers = [int(n) for name in reversed(files)
+               for n in re.findall(r"autoprov line (\d+)", (tmp_path / name).read_text())]
+    # The newest lines, in order, none lost between the files kept.
+    assert numbers == list(range(numbers[0], 300))
+
+
+def test_a_stack_service_log_rotates_at_the_configured_size(tmp_path: Path) -> None:
+    script = ("for n in range(1, 40001): print('{ \"idx\": 0, \"pid\": 1, \"level\": \"INFO\", "
+              "\"module\": \"core\", \"file\": \"core/x.c\", \"line\": 1, \"function\": \"f\", "
+              "\"message\": \"autoprov %d\" }' % n)")
+    proxy = stack.Service("kamailio", [sys.executable, "-c", script], dict(os.environ),
+                          lambda: None, timestamp_log=True, log_rotation=(1024 * 1024, 1))
+    log = tmp_path / "kamailio.log"
+
+    stack.spawn(proxy, log)
+    assert proxy.process is not None
+    proxy.process.wait()
+    stack.stop(proxy)
+
+    assert log.stat().st_size <= 1024 * 1024
+    assert (tmp_path / "kamailio.log.1").stat().st_size > 512 * 1024
+    assert not (tmp_path / "kamailio.log.2").exists()
+    assert "autoprov 40000" in log.read_text()
