@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import KSR
 
-from kemi import ban, contact, credentials, resync
+from kemi import ban, bindings, contact, credentials, resync
 from kemi.sip import pv, reply, source
 
 # auth_check() results that mean "credentials were presented and are wrong": these get a 403
@@ -14,7 +14,6 @@ QOP_AUTH = 1
 AUTH_ERROR = -1  # auth_db could not look the user up (among others: the database is away)
 INVALID_PASSWORD = -2
 NO_CREDENTIALS = -5
-SAVE_NO_REPLY = 2  # registrar: no reply from save(), reg_send_reply() sends it
 PREVIOUS_CREDENTIALS = "autoprov.previous_credentials"
 # A `received` contact parameter the client wrote, with its value (quoted or not), in POSIX ERE.
 _CLIENT_RECEIVED = (r'/;[[:space:]]*received[[:space:]]*'
@@ -76,22 +75,6 @@ def _authenticate(realm: str) -> int | None:
     return result
 
 
-def _save(aor: str) -> bool:
-    """Save the bindings (write-through to `location`); while the database is away, in memory
-    only, written back when it returns. False when an error reply was sent."""
-    # No reply from save() itself: if the database write fails it would answer 500, and a
-    # phone registered in memory must get its 200 from the second try below.
-    if not credentials.database_down() and KSR.registrar.save("location", SAVE_NO_REPLY) > 0:
-        KSR.registrar.reg_send_reply()
-        return True
-    away = credentials.database_down() or credentials.confirm_database_down()
-    if away and credentials.save_in_memory(aor) > 0:
-        return True
-    KSR.err(f"autoprov register save failed aor={_loggable(aor)} from={source()}\n")
-    KSR.sl.sl_reply_error()
-    return False
-
-
 def handle() -> None:
     realm = pv("$td")
     if not realm:
@@ -119,7 +102,10 @@ def handle() -> None:
     # Behind NAT (private Contact, or Via not where it came from): reach it where it came from.
     if KSR.nathelper.nat_uac_test(19) > 0:
         KSR.nathelper.fix_nated_register()
-    if not _save(f"{pv('$tU')}@{realm}"):
+    aor = f"{pv('$tU')}@{realm}"
+    if not bindings.save(aor):
+        KSR.err(f"autoprov register save failed aor={_loggable(aor)} from={source()}\n")
+        KSR.sl.sl_reply_error()
         return
     # No log line per successful REGISTER: thousands of phones refresh all day, and the
     # binding itself is in `location`.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import KSR
 
-from kemi import ban, credentials, register, resync
+from kemi import ban, bindings, credentials, register, resync
 from kemi.sip import pv, reply
 
 ALLOW = "Allow: REGISTER, OPTIONS"
@@ -49,4 +49,5 @@ class Router:
     def ksr_resync_tick(self, msg: object, evname: str = "") -> int:
         resync.tick()
         credentials.tick()
+        bindings.tick()
         return 1

@@ -142,3 +142,37 @@ def test_a_password_changed_or_a_subscriber_deleted_in_sql_stops_working_at_once
     conn.execute("DELETE FROM subscriber WHERE username = %s", (sub.username,))
     assert _eventually(
         lambda: phone_for(sub, password="third-password").run("register-refused").ok, 5)
+
+
+def test_a_refresh_of_a_known_phone_asks_the_database_nothing(
+    kamailio: RunningService, conn: psycopg.Connection[Any], new_subscriber: Any,
+    phone_for: Any, settings: Settings,
+) -> None:
+    sub = new_subscriber()
+    phone = phone_for(sub)
+    assert phone.register(expires=300).ok
+    # Both tables locked against everyone: a query in the request path would wait for the lock.
+    with psycopg.connect(db.url(settings)) as locker:
+        locker.execute("LOCK TABLE subscriber, location IN ACCESS EXCLUSIVE MODE")
+        refreshed = phone.register(expires=900)
+        locker.rollback()
+    assert refreshed.ok, refreshed.output
+    # The refreshed expiry reaches `location` within a second or two of the lock's release.
+    assert _eventually(lambda: conn.execute(
+        "SELECT expires > localtimestamp + interval '600 seconds' FROM location "
+        "WHERE username = %s", (sub.username,)).fetchall() == [(True,)], 10)
+
+
+def test_a_phone_that_unregisters_after_refreshes_leaves_location(
+    kamailio: RunningService, conn: psycopg.Connection[Any], new_subscriber: Any,
+    phone_for: Any,
+) -> None:
+    sub = new_subscriber()
+    phone = phone_for(sub)
+    for _ in range(3):  # the first writes its row, the others refresh it in memory
+        assert phone.register().ok
+    assert len(bindings(conn, sub.aor)) == 1
+
+    assert phone.register(expires=0).ok
+
+    assert _eventually(lambda: bindings(conn, sub.aor) == [], 10)

@@ -1,0 +1,172 @@
+"""Bindings: what a REGISTER changes, and how it reaches `location`.
+
+usrloc writes through to `location` (kamailio.cfg, db_mode 1). Two kinds of save skip that write
+and leave it to the timer process, which writes the bindings of the AORs noted in `ul_unsynced`
+once a second, in one statement (and deletes the rows of this node those AORs no longer have):
+- the refresh of a binding we hold already (one Contact, bound before, not a removal): the
+  phone's REGISTER costs the database no query (the row is up to a second behind);
+- any REGISTER while the database is away (kemi/credentials.py): written when it is back.
+A new binding and a removal are written through, so SQL (and a resync dispatched by it) sees a
+new phone at once. Rows whose expiry passed leave `location` with usrloc's db_timer_clean.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import KSR
+import psycopg
+
+from autoprov import config
+from kemi import credentials, db
+from kemi.sip import pv
+
+UNSYNCED_TABLE = "ul_unsynced"  # AORs whose bindings the timer writes to `location`
+BOUND_TABLE = "ul_bound"  # "AOR|Contact" saved before: a REGISTER of it is a refresh
+BOUND_S = 3700  # registrar max_expires, and a minute
+SAVE_NO_REPLY = 2  # registrar: no reply from save(), reg_send_reply() sends it
+SAVE_IN_MEMORY = 1  # registrar: memory only (usrloc's FL_MEM), with its reply
+SYNC_EVERY_S = 1.0
+_REMOVAL = re.compile(r";\s*expires\s*=\s*0+\s*(?:[;>,]|$)", re.IGNORECASE)
+
+_last_sync = 0.0
+_SERVER_ID = config.load().sip_server_id
+
+
+def _refresh_key(aor: str) -> str | None:
+    """The key of the one binding this REGISTER refreshes, or None when it adds or removes."""
+    if pv("$hdrc(Contact)") != "1" or pv("$hdr(Expires)").strip() == "0":
+        return None
+    contact = pv("$hdr(Contact)")
+    if not contact or contact.strip() == "*" or "," in contact or _REMOVAL.search(contact):
+        return None
+    return f"{aor}|{contact}"
+
+
+def save(aor: str) -> bool:
+    """Save the REGISTER's bindings and answer it; False when it could not be saved (no reply
+    sent)."""
+    key = _refresh_key(aor)
+    if key is not None and KSR.htable.sht_get(BOUND_TABLE, key) and _in_memory(aor, key):
+        return True
+    if not credentials.database_down() and KSR.registrar.save("location", SAVE_NO_REPLY) > 0:
+        KSR.registrar.reg_send_reply()
+        if key is None and pv("$hdrc(Contact)") != "0":
+            # A removal, or several contacts: rows a memory-only refresh left behind go too.
+            KSR.htable.sht_seti(UNSYNCED_TABLE, aor, 1)
+        else:
+            _bound(key)
+        return True
+    away = credentials.database_down() or credentials.confirm_database_down()
+    return away and _in_memory(aor, key)
+
+
+def _in_memory(aor: str, key: str | None) -> bool:
+    if KSR.registrar.save("location", SAVE_IN_MEMORY) <= 0:
+        return False
+    KSR.htable.sht_seti(UNSYNCED_TABLE, aor, 1)
+    if key is not None:
+        _bound(key)
+    return True
+
+
+def _bound(key: str) -> None:
+    KSR.htable.sht_seti(BOUND_TABLE, key, 1)
+    KSR.htable.sht_setex(BOUND_TABLE, key, BOUND_S)
+
+
+def tick() -> None:
+    """In the timer process: the noted AORs' bindings to `location`, once a second."""
+    global _last_sync
+    now = time.monotonic()
+    if now - _last_sync < SYNC_EVERY_S or credentials.database_down():
+        return
+    _last_sync = now
+    try:
+        _write_back()
+    except psycopg.Error:
+        return  # still noted; the next round retries
+
+
+_UPSERT = """
+INSERT INTO location (ruid, username, domain, contact, received, path, expires, q, callid, cseq,
+                      last_modified, flags, cflags, user_agent, socket, methods, instance,
+                      reg_id, server_id, connection_id)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                     %s::timestamp[], %s::real[], %s::text[], %s::int[], %s::timestamp[],
+                     %s::int[], %s::int[], %s::text[], %s::text[], %s::int[], %s::text[],
+                     %s::int[], %s::int[], %s::int[])
+ON CONFLICT (ruid) DO UPDATE SET
+    contact = excluded.contact, received = excluded.received, path = excluded.path,
+    expires = excluded.expires, q = excluded.q, callid = excluded.callid, cseq = excluded.cseq,
+    last_modified = excluded.last_modified, flags = excluded.flags, cflags = excluded.cflags,
+    user_agent = excluded.user_agent, socket = excluded.socket, methods = excluded.methods,
+    instance = excluded.instance, reg_id = excluded.reg_id, server_id = excluded.server_id,
+    connection_id = excluded.connection_id
+"""
+_DELETE_GONE = """
+DELETE FROM location l
+ USING unnest(%s::text[], %s::text[]) AS a(username, domain)
+ WHERE l.username = a.username AND l.domain = a.domain AND l.server_id = %s
+   AND NOT (l.ruid = ANY (%s::text[]))
+"""
+_FIELDS = ("ruid", "addr", "received", "path", "expires", "q", "callid", "cseq", "modified",
+           "flags", "cflags", "user_agent", "socket", "methods", "instance", "regid",
+           "server_id", "conid")
+
+
+def _none_if_empty(value: str) -> str | None:
+    return value or None
+
+
+def _write_back() -> None:
+    """Write the bindings of the AORs saved in memory only to `location`, in one statement."""
+    aors: list[str] = []
+    if KSR.htable.sht_iterator_start("un", UNSYNCED_TABLE) < 0:
+        return
+    while KSR.htable.sht_iterator_next("un") > 0:
+        aors.append(pv("$shtitkey(un)"))
+    KSR.htable.sht_iterator_end("un")
+    if not aors:
+        return
+    rows: list[tuple[object, ...]] = []
+    for aor in aors:
+        user, _, domain = aor.partition("@")
+        if KSR.registrar.reg_fetch_contacts("location", f"sip:{aor}", "ws") < 0:
+            continue  # no binding left (expired or removed): nothing to write
+        for index in range(int(pv("$ulc(ws=>count)") or 0)):
+            c = {f: pv(f"$(ulc(ws=>{f})[{index}])") for f in _FIELDS}
+            rows.append((
+                c["ruid"], user, domain, c["addr"], _none_if_empty(c["received"]),
+                _none_if_empty(c["path"]), _local(c["expires"]), _q(c["q"]), c["callid"],
+                int(c["cseq"] or 0),
+                _local(c["modified"]), int(c["flags"] or 0), int(c["cflags"] or 0),
+                c["user_agent"], _none_if_empty(c["socket"]),
+                _methods(c["methods"]), _none_if_empty(c["instance"]),
+                int(c["regid"] or 0), int(c["server_id"] or 0), int(c["conid"] or 0)))
+        KSR.registrar.reg_free_contacts("ws")
+    if rows:
+        db.query(_UPSERT, tuple(list(column) for column in zip(*rows, strict=True)))
+    # Rows this node wrote that memory no longer has (removed while saved in memory only).
+    users, domains = zip(*(aor.partition("@")[::2] for aor in aors), strict=True)
+    db.query(_DELETE_GONE, (list(users), list(domains), _SERVER_ID, [row[0] for row in rows]))
+    for aor in aors:
+        KSR.htable.sht_rm(UNSYNCED_TABLE, aor)
+
+
+def _q(value: str) -> float:
+    """usrloc's q is thousandths, -1 when the phone gave none (written as -1, as usrloc does)."""
+    q = int(value or -1)
+    return -1.0 if q < 0 else q / 1000
+
+
+def _methods(value: str) -> int | None:
+    """All methods (0xFFFFFFFF) is NULL in `location`, as usrloc writes it."""
+    methods = int(value or 0xFFFFFFFF)
+    return None if methods == 0xFFFFFFFF else methods
+
+
+def _local(epoch: str) -> str:
+    """usrloc writes `location` times as local time without zone; so do we."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(epoch or 0)))
