@@ -52,11 +52,11 @@ def save(aor: str) -> bool:
         return True
     if not credentials.database_down() and KSR.registrar.save("location", SAVE_NO_REPLY) > 0:
         KSR.registrar.reg_send_reply()
-        if key is None and pv("$hdrc(Contact)") != "0":
+        if key is not None:
+            _bound(key)
+        elif pv("$hdrc(Contact)") != "0":
             # A removal, or several contacts: rows a memory-only refresh left behind go too.
             KSR.htable.sht_seti(UNSYNCED_TABLE, aor, 1)
-        else:
-            _bound(key)
         return True
     away = credentials.database_down() or credentials.confirm_database_down()
     return away and _in_memory(aor, key)
