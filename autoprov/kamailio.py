@@ -52,6 +52,9 @@ def site_cfg(settings: Settings, main: Path | None = None,
     return path
 
 
+PIKE_MAX = 65535
+
+
 def command(settings: Settings, code_root: Path = ROOT) -> list[str]:
     """The Kamailio command line for these settings (foreground, logging to stderr), with the
     config it starts from written."""
@@ -73,7 +76,8 @@ def command(settings: Settings, code_root: Path = ROOT) -> list[str]:
         "-A", f'KEMI_SCRIPT="{kemi_script}"',
         "-A", f'RPC_SOCKET="{settings.rpc_socket}"',
         "-A", f"SERVER_ID={settings.sip_server_id}",
-        "-A", f"PIKE_PER_2S={settings.sip_pike_per_2s}",
+        # pike counts in 16 bits: a larger limit would wrap round to a small one.
+        "-A", f"PIKE_PER_2S={min(settings.sip_pike_per_2s, PIKE_MAX)}",
         "-A", f'SERVER_HEADER="Server: {product}"',
         "-A", f'USER_AGENT_HEADER="User-Agent: {product}"',
     ]

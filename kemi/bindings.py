@@ -2,7 +2,7 @@
 
 usrloc writes through to `location` (kamailio.cfg, db_mode 1). Two kinds of save skip that write
 and leave it to the timer process, which writes the bindings of the AORs noted in `ul_unsynced`
-once a second, in one statement (and deletes the rows of this node those AORs no longer have):
+once a second, in one statement (and, after a removal, deletes the rows memory no longer has):
 - the refresh of a binding we hold already (one Contact, bound before, not a removal): the
   phone's REGISTER costs the database no query (the row is up to a second behind);
 - any REGISTER while the database is away (kemi/credentials.py): written when it is back.
@@ -23,6 +23,7 @@ from kemi import credentials, db
 from kemi.sip import pv
 
 UNSYNCED_TABLE = "ul_unsynced"  # AORs whose bindings the timer writes to `location`
+RECONCILE_TABLE = "ul_reconcile"  # AORs whose rows may outlive their bindings (removals)
 BOUND_TABLE = "ul_bound"  # "AOR|Contact" saved before: a REGISTER of it is a refresh
 BOUND_S = 3700  # registrar max_expires, and a minute
 SAVE_NO_REPLY = 2  # registrar: no reply from save(), reg_send_reply() sends it
@@ -56,7 +57,7 @@ def save(aor: str) -> bool:
             _bound(key)
         elif pv("$hdrc(Contact)") != "0":
             # A removal, or several contacts: rows a memory-only refresh left behind go too.
-            KSR.htable.sht_seti(UNSYNCED_TABLE, aor, 1)
+            KSR.htable.sht_seti(RECONCILE_TABLE, aor, 1)
         return True
     away = credentials.database_down() or credentials.confirm_database_down()
     return away and _in_memory(aor, key)
@@ -65,7 +66,7 @@ def save(aor: str) -> bool:
 def _in_memory(aor: str, key: str | None) -> bool:
     if KSR.registrar.save("location", SAVE_IN_MEMORY) <= 0:
         return False
-    KSR.htable.sht_seti(UNSYNCED_TABLE, aor, 1)
+    KSR.htable.sht_seti(UNSYNCED_TABLE if key is not None else RECONCILE_TABLE, aor, 1)
     if key is not None:
         _bound(key)
     return True
@@ -120,16 +121,38 @@ def _none_if_empty(value: str) -> str | None:
     return value or None
 
 
-def _write_back() -> None:
-    """Write the bindings of the AORs saved in memory only to `location`, in one statement."""
+def _noted(table: str) -> list[str]:
     aors: list[str] = []
-    if KSR.htable.sht_iterator_start("un", UNSYNCED_TABLE) < 0:
-        return
+    if KSR.htable.sht_iterator_start("un", table) < 0:
+        return aors
     while KSR.htable.sht_iterator_next("un") > 0:
         aors.append(pv("$shtitkey(un)"))
     KSR.htable.sht_iterator_end("un")
-    if not aors:
+    return aors
+
+
+def _write_back() -> None:
+    """Write the bindings of the noted AORs to `location`: one upsert for all of them, and for
+    those with a removal one delete of the rows memory no longer has."""
+    refreshed, reconciled = _noted(UNSYNCED_TABLE), _noted(RECONCILE_TABLE)
+    if not refreshed and not reconciled:
         return
+    rows = _rows(set(refreshed) | set(reconciled))
+    if rows:
+        db.query(_UPSERT, tuple(list(column) for column in zip(*rows, strict=True)))
+    if reconciled:
+        users, domains = zip(*(aor.partition("@")[::2] for aor in reconciled), strict=True)
+        wanted = set(reconciled)
+        kept = [row[0] for row in rows if f"{row[1]}@{row[2]}" in wanted]
+        db.query(_DELETE_GONE, (list(users), list(domains), _SERVER_ID, kept))
+    for aor in refreshed:
+        KSR.htable.sht_rm(UNSYNCED_TABLE, aor)
+    for aor in reconciled:
+        KSR.htable.sht_rm(RECONCILE_TABLE, aor)
+
+
+def _rows(aors: set[str]) -> list[tuple[object, ...]]:
+    """The `location` rows of the AORs' bindings in memory, as usrloc writes them."""
     rows: list[tuple[object, ...]] = []
     for aor in aors:
         user, _, domain = aor.partition("@")
@@ -146,13 +169,7 @@ def _write_back() -> None:
                 _methods(c["methods"]), _none_if_empty(c["instance"]),
                 int(c["regid"] or 0), int(c["server_id"] or 0), int(c["conid"] or 0)))
         KSR.registrar.reg_free_contacts("ws")
-    if rows:
-        db.query(_UPSERT, tuple(list(column) for column in zip(*rows, strict=True)))
-    # Rows this node wrote that memory no longer has (removed while saved in memory only).
-    users, domains = zip(*(aor.partition("@")[::2] for aor in aors), strict=True)
-    db.query(_DELETE_GONE, (list(users), list(domains), _SERVER_ID, [row[0] for row in rows]))
-    for aor in aors:
-        KSR.htable.sht_rm(UNSYNCED_TABLE, aor)
+    return rows
 
 
 def _q(value: str) -> float:
