@@ -4,7 +4,9 @@ usrloc writes through to `location` (kamailio.cfg, db_mode 1). Two kinds of save
 and leave it to the timer process, which writes the bindings of the AORs noted in `ul_unsynced`
 once a second, in one statement (and, after a removal, deletes the rows memory no longer has):
 - the refresh of a binding we hold already (one Contact, bound before, not a removal): the
-  phone's REGISTER costs the database no query (the row is up to a second behind);
+  phone's REGISTER costs the database no query (the row is up to a second behind); the worker
+  notes the new expiry and received (registrar's xavp_rcd), and the timer writes only those,
+  for every refreshed binding in one UPDATE;
 - any REGISTER while the database is away (kemi/credentials.py): written when it is back.
 A new binding and a removal are written through, so SQL (and a resync dispatched by it) sees a
 new phone at once. Rows whose expiry passed leave `location` with usrloc's db_timer_clean.
@@ -24,6 +26,8 @@ from kemi.sip import pv
 
 UNSYNCED_TABLE = "ul_unsynced"  # AORs whose bindings the timer writes to `location`
 RECONCILE_TABLE = "ul_reconcile"  # AORs whose rows may outlive their bindings (removals)
+REFRESHED_TABLE = "ul_refreshed"  # ruid -> "expires|received" of a binding just refreshed
+RECORD_XAVP = "ulrcd"  # registrar's xavp_rcd (kamailio.cfg): the saved bindings' ruid, expires
 BOUND_TABLE = "ul_bound"  # "AOR|Contact" saved before: a REGISTER of it is a refresh
 BOUND_S = 3700  # registrar max_expires, and a minute
 SAVE_NO_REPLY = 2  # registrar: no reply from save(), reg_send_reply() sends it
@@ -49,7 +53,11 @@ def save(aor: str) -> bool:
     """Save the REGISTER's bindings and answer it; False when it could not be saved (no reply
     sent)."""
     key = _refresh_key(aor)
-    if key is not None and KSR.htable.sht_get(BOUND_TABLE, key) and _in_memory(aor, key):
+    refresh = key is not None and bool(KSR.htable.sht_get(BOUND_TABLE, key)) \
+        and not credentials.database_down()
+    if refresh and KSR.registrar.save("location", SAVE_IN_MEMORY) > 0:
+        _note_refreshed()
+        _bound(str(key))
         return True
     if not credentials.database_down() and KSR.registrar.save("location", SAVE_NO_REPLY) > 0:
         KSR.registrar.reg_send_reply()
@@ -70,6 +78,22 @@ def _in_memory(aor: str, key: str | None) -> bool:
     if key is not None:
         _bound(key)
     return True
+
+
+def _note_refreshed() -> None:
+    """What the timer writes for a refresh: each saved binding's new expiry and received (the
+    rest of its row is what it was), from registrar's record of the save, without a lookup."""
+    now = int(time.time())
+    index = 0
+    while True:
+        ruid = KSR.pv.get(f"$xavp({RECORD_XAVP}[{index}]=>ruid)")
+        if ruid is None:
+            return
+        expires = KSR.pv.get(f"$xavp({RECORD_XAVP}[{index}]=>expires)")
+        received = KSR.pv.get(f"$xavp({RECORD_XAVP}[{index}]=>received)")
+        KSR.htable.sht_sets(REFRESHED_TABLE, str(ruid),
+                            f"{now + int(expires or 0)}|{received or ''}")
+        index += 1
 
 
 def _bound(key: str) -> None:
@@ -131,9 +155,46 @@ def _noted(table: str) -> list[str]:
     return aors
 
 
+_UPDATE_REFRESHED = """
+UPDATE location l SET expires = u.expires, received = NULLIF(u.received, ''),
+       last_modified = localtimestamp(0)
+  FROM unnest(%s::text[], %s::timestamp[], %s::text[]) AS u(ruid, expires, received)
+ WHERE l.ruid = u.ruid
+"""
+
+
+def _write_refreshed() -> None:
+    """One UPDATE for every binding refreshed since the last round (no lookups: the workers
+    noted what changed)."""
+    if KSR.htable.sht_iterator_start("rf", REFRESHED_TABLE) < 0:
+        return
+    ruids, expires, received = [], [], []
+    while KSR.htable.sht_iterator_next("rf") > 0:
+        ruid, value = pv("$shtitkey(rf)"), pv("$shtitval(rf)")
+        KSR.htable.sht_iterator_rm("rf")
+        until, _, where = value.partition("|")
+        ruids.append(ruid)
+        expires.append(_local(until))
+        received.append(where)
+    KSR.htable.sht_iterator_end("rf")
+    if not ruids:
+        return
+    try:
+        db.query(_UPDATE_REFRESHED, (ruids, expires, received))
+    except psycopg.Error:
+        for ruid, until, where in zip(ruids, expires, received, strict=True):  # next round
+            KSR.htable.sht_sets(REFRESHED_TABLE, ruid, f"{_epoch(until)}|{where}")
+        raise
+
+
+def _epoch(local: str) -> int:
+    return int(time.mktime(time.strptime(local, "%Y-%m-%d %H:%M:%S")))
+
+
 def _write_back() -> None:
     """Write the bindings of the noted AORs to `location`: one upsert for all of them, and for
     those with a removal one delete of the rows memory no longer has."""
+    _write_refreshed()
     refreshed, reconciled = _noted(UNSYNCED_TABLE), _noted(RECONCILE_TABLE)
     if not refreshed and not reconciled:
         return
