@@ -122,6 +122,16 @@ def start_kamailio(settings: Settings, code_root: Path = ROOT) -> RunningService
     return start_service(kam, settings.log_dir / "kamailio.log")
 
 
+@pytest.fixture
+def own_kamailio(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, RunningService]]:
+    """A Kamailio of the test's own (its own ports, var/ and log) on the shared database: for
+    tests that kill it, flood it or read its whole log."""
+    own = make_settings(tmp_path / "var", db_url=settings.db_url)
+    running = start_kamailio(own)
+    yield own, running
+    stack.stop(running.service)
+
+
 @pytest.fixture(scope="session")
 def kamailio(settings: Settings) -> Iterator[RunningService]:
     running = start_kamailio(settings)

@@ -6,15 +6,11 @@ import random
 import re
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from autoprov import sipprobe, stack
+from autoprov import sipprobe
 from autoprov.config import Settings
 from autoprov.logpipe import BURST, MAX_MESSAGE, PER_SECOND
-from tests.conftest import RunningService, make_settings, start_kamailio
+from tests.conftest import RunningService
 
 FLOOD = 10_000
 TCP_FLOOD = 300
@@ -44,14 +40,6 @@ def _answers_within(host: str, port: int, seconds: float) -> bool:
         except OSError:
             pass
     return False
-
-
-@pytest.fixture
-def own_kamailio(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, RunningService]]:
-    own = make_settings(tmp_path / "var", db_url=settings.db_url)
-    running = start_kamailio(own)
-    yield own, running
-    stack.stop(running.service)
 
 
 def test_ten_thousand_malformed_messages_write_a_bounded_log(

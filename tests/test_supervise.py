@@ -5,26 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from autoprov import kamailio, sipprobe, stack
 from autoprov.config import Settings
-from tests.conftest import RunningService, make_settings, start_kamailio
+from tests.conftest import RunningService
 from tests.sipp import Phone
 
 RESTART_LINE = "autoprov supervisor: kamailio"
-
-
-@pytest.fixture
-def own_kamailio(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, RunningService]]:
-    own = make_settings(tmp_path / "var", db_url=settings.db_url)
-    running = start_kamailio(own)
-    yield own, running
-    stack.stop(running.service)
 
 
 def _answers(settings: Settings) -> bool:
