@@ -55,36 +55,44 @@ class Stamper:
         self._pending = bytearray()  # the start of a line not ended yet, at most MAX_LINE
         self._dropping = False  # in the rest of a line already written cut
 
+    def stamp(self, now: float) -> bytes:
+        second = int(now)
+        return f"{self._prefix(second)},{int((now - second) * 1000):03d} ".encode()
+
     def feed(self, data: bytes, now: float) -> bytes:
         """The whole lines `data` completes, timestamped; an empty `data` means end of input."""
-        second = int(now)
-        stamp = f"{self._prefix(second)},{int((now - second) * 1000):03d} ".encode()
+        stamp = self.stamp(now)
+        return b"".join(stamp + line + b"\n" for line in self.lines(data))
+
+    def lines(self, data: bytes) -> list[bytes]:
+        """The whole lines `data` completes, without their line breaks; an empty `data` means
+        end of input (a last line without its newline)."""
         out: list[bytes] = []
-        if not data:  # a last line without its newline
+        if not data:
             if self._pending:
-                out.append(stamp + bytes(self._pending) + b"\n")
+                out.append(bytes(self._pending))
             self._pending.clear()
-            return b"".join(out)
+            return out
         start = 0
         while start < len(data):
             end = data.find(b"\n", start)
             ended = end >= 0
             piece = data[start:end] if ended else data[start:]
-            self._add(piece, ended, stamp, out)
+            self._add(piece, ended, out)
             start = end + 1 if ended else len(data)
-        return b"".join(out)
+        return out
 
-    def _add(self, piece: bytes, ended: bool, stamp: bytes, out: list[bytes]) -> None:
+    def _add(self, piece: bytes, ended: bool, out: list[bytes]) -> None:
         if not self._dropping:
             room = MAX_LINE - len(self._pending)
             if len(piece) > room:
-                out.append(stamp + bytes(self._pending) + piece[:room] + TRUNCATED + b"\n")
+                out.append(bytes(self._pending) + piece[:room] + TRUNCATED)
                 self._pending.clear()
                 self._dropping = True
             else:
                 self._pending += piece
                 if ended:
-                    out.append(stamp + bytes(self._pending) + b"\n")
+                    out.append(bytes(self._pending))
                     self._pending.clear()
         if ended:
             self._dropping = False
@@ -300,7 +308,6 @@ def main(argv: list[str]) -> int:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     out = Output(args.file, args.max_bytes, args.keep)
     stamper = Stamper()
-    splitter = Stamper()  # Kamailio's input lines, before they are converted and dated
     kamailio = KamailioLines() if args.kamailio else None
     while True:
         if kamailio is not None and not select.select([0], [], [], 1.0)[0]:
@@ -314,7 +321,7 @@ def main(argv: list[str]) -> int:
         now = time.time()
         if kamailio is not None:
             converted: list[str] = []
-            for line in _split_stamped(splitter.feed(data, now)):
+            for line in stamper.lines(data):
                 converted += kamailio.line(line, now)
             out.write(_stamped(stamper, converted, now))
         elif args.as_is:
@@ -325,15 +332,9 @@ def main(argv: list[str]) -> int:
             return 0
 
 
-def _split_stamped(lines: bytes) -> list[bytes]:
-    """The input lines the stamper completed, without its date (the converter adds its own)."""
-    return [line.split(b" ", 2)[2] if line.count(b" ") >= 2 else b""
-            for line in lines.split(b"\n") if line]
-
-
 def _stamped(stamper: Stamper, lines: list[str], now: float) -> bytes:
-    return stamper.feed("".join(f"{line}\n" for line in lines).encode(
-        "utf-8", "surrogateescape"), now)
+    stamp = stamper.stamp(now)
+    return b"".join(stamp + line.encode("utf-8", "surrogateescape") + b"\n" for line in lines)
 
 
 if __name__ == "__main__":

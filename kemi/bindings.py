@@ -39,20 +39,20 @@ _last_sync = 0.0
 _SERVER_ID = config.load().sip_server_id
 
 
-def _refresh_key(aor: str) -> str | None:
-    """The key of the one binding this REGISTER refreshes, or None when it adds or removes."""
+def _refresh_key(aor: str, contact: str) -> str | None:
+    """The key of the one binding this REGISTER refreshes, or None when it adds or removes.
+    `contact`: the request's Contact headers, as register.py read and checked them."""
     if pv("$hdrc(Contact)") != "1" or pv("$hdr(Expires)").strip() == "0":
         return None
-    contact = pv("$hdr(Contact)")
     if not contact or contact.strip() == "*" or "," in contact or _REMOVAL.search(contact):
         return None
     return f"{aor}|{contact}"
 
 
-def save(aor: str) -> bool:
+def save(aor: str, contact: str) -> bool:
     """Save the REGISTER's bindings and answer it; False when it could not be saved (no reply
     sent)."""
-    key = _refresh_key(aor)
+    key = _refresh_key(aor, contact)
     refresh = key is not None and bool(KSR.htable.sht_get(BOUND_TABLE, key)) \
         and not credentials.database_down()
     if refresh and KSR.registrar.save("location", SAVE_IN_MEMORY) > 0:
@@ -63,7 +63,7 @@ def save(aor: str) -> bool:
         KSR.registrar.reg_send_reply()
         if key is not None:
             _bound(key)
-        elif pv("$hdrc(Contact)") != "0":
+        elif contact:
             # A removal, or several contacts: rows a memory-only refresh left behind go too.
             KSR.htable.sht_seti(RECONCILE_TABLE, aor, 1)
         return True
@@ -168,27 +168,21 @@ def _write_refreshed() -> None:
     noted what changed)."""
     if KSR.htable.sht_iterator_start("rf", REFRESHED_TABLE) < 0:
         return
-    ruids, expires, received = [], [], []
+    noted: dict[str, str] = {}
     while KSR.htable.sht_iterator_next("rf") > 0:
-        ruid, value = pv("$shtitkey(rf)"), pv("$shtitval(rf)")
+        noted[pv("$shtitkey(rf)")] = pv("$shtitval(rf)")
         KSR.htable.sht_iterator_rm("rf")
-        until, _, where = value.partition("|")
-        ruids.append(ruid)
-        expires.append(_local(until))
-        received.append(where)
     KSR.htable.sht_iterator_end("rf")
-    if not ruids:
+    if not noted:
         return
+    fields = [value.partition("|") for value in noted.values()]
     try:
-        db.query(_UPDATE_REFRESHED, (ruids, expires, received))
+        db.query(_UPDATE_REFRESHED, (list(noted), [_local(until) for until, _, _ in fields],
+                                     [where for _, _, where in fields]))
     except psycopg.Error:
-        for ruid, until, where in zip(ruids, expires, received, strict=True):  # next round
-            KSR.htable.sht_sets(REFRESHED_TABLE, ruid, f"{_epoch(until)}|{where}")
+        for ruid, value in noted.items():  # as noted, for the next round
+            KSR.htable.sht_sets(REFRESHED_TABLE, ruid, value)
         raise
-
-
-def _epoch(local: str) -> int:
-    return int(time.mktime(time.strptime(local, "%Y-%m-%d %H:%M:%S")))
 
 
 def _write_back() -> None:

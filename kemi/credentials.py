@@ -29,7 +29,6 @@ CHANNEL = "autoprov_credentials"
 # auth_db load_credentials puts the verified password here (kamailio.cfg).
 PASSWORD_AVP = "$avp(autoprov_pw)"  # noqa: S105 (a variable name, not a password)
 PROBE_EVERY_S = 0.5  # how often the timer asks whether the database is back
-AUTH_OK = 1
 
 _settings = config.load()
 _CACHE_S = _settings.sip_auth_cache_s
@@ -103,4 +102,4 @@ def tick() -> None:
     except psycopg.Error:
         return
     KSR.htable.sht_rm(STATE_TABLE, "db_down")
-    KSR.warn("autoprov database reachable again: bindings saved meanwhile written back\n")
+    KSR.warn("autoprov database reachable again: bindings saved meanwhile follow within a second\n")

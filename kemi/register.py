@@ -28,9 +28,8 @@ def _loggable(text: str) -> str:
     return "".join(c if c.isprintable() and not c.isspace() else "?" for c in text[:LOGGED_MAX])
 
 
-def _contacts_acceptable() -> bool:
+def _contacts_acceptable(value: str) -> bool:
     """Refuse what is not a SIP Contact; drop a `received` the client wrote (only ours count)."""
-    value = pv("$(hdr(Contact)[*])")
     if not value:
         return True  # a query of the bindings
     try:
@@ -80,7 +79,8 @@ def handle() -> None:
     if not realm:
         reply(400, "Missing To Domain")
         return
-    if not _contacts_acceptable():
+    contacts = pv("$(hdr(Contact)[*])")
+    if not _contacts_acceptable(contacts):
         return
     result = _authenticate(realm)
     if result is None:
@@ -103,7 +103,7 @@ def handle() -> None:
     if KSR.nathelper.nat_uac_test(19) > 0:
         KSR.nathelper.fix_nated_register()
     aor = f"{pv('$tU')}@{realm}"
-    if not bindings.save(aor):
+    if not bindings.save(aor, contacts):
         KSR.err(f"autoprov register save failed aor={_loggable(aor)} from={source()}\n")
         KSR.sl.sl_reply_error()
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -43,6 +44,33 @@ def pg_cluster() -> Iterator[Cluster]:
     yield cluster
     cluster.stop()
     shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_database(prefix: str) -> Iterator[tuple[Cluster, Settings]]:
+    """A PostgreSQL cluster of the test's own, migrated, with settings on it: for tests that
+    stop or restart the database (the shared one stays up for the others)."""
+    base = world_readable_tmpdir(prefix)
+    cluster = Cluster(base / "pg", free_port(), durable=False)
+    cluster.init()
+    cluster.start()
+    try:
+        settings = make_settings(base / "var", db_url=cluster.url())
+        db.migrate(settings)
+        yield cluster, settings
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def eventually(check: Any, timeout: float = 10.0) -> Any:
+    """`check()`'s first true value within `timeout` seconds, else its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
 
 
 def make_settings(var_dir: Path, **overrides: Any) -> Settings:

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.admin_helpers import (
 )
 from tests.conftest import (
     RunningService,
+    eventually,
     make_settings,
     start_provisioning,
     world_readable_tmpdir,
@@ -79,15 +79,6 @@ class Bearer(requests.auth.AuthBase):
         return request
 
 
-def _eventually(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
-
-
 def test_healthz_answers_anyone_even_with_the_pages_off(provisioning: RunningService,
                                                          settings: Settings) -> None:
     assert settings.admin_password == "" and settings.admin_metrics_token == ""
@@ -130,7 +121,7 @@ def test_metrics_need_the_pages_login_or_the_token(
         return [line for line in running.log().splitlines()
                 if "path=/metrics" in line and " denied " in line]
 
-    assert _eventually(lambda: len(denied()) == 3, timeout=5)
+    assert eventually(lambda: len(denied()) == 3, timeout=5)
     log = running.log()
     assert all(re.search(r" WARNING denied client=127\.0\.0\.1 port=admin "
                          r"reason=wrong-credentials path=/metrics$", line) for line in denied())
@@ -190,7 +181,7 @@ def test_fetches_on_both_phone_ports_count_exactly_whichever_worker_answered(
         with ThreadPoolExecutor(10) as pool:
             assert set(pool.map(fetch, range(10))) == {(200, 200)}
         fetched += 10
-        if _eventually(lambda: all(len(pids) == 2 for pids in _served_by(running, mac).values()),
+        if eventually(lambda: all(len(pids) == 2 for pids in _served_by(running, mac).values()),
                        timeout=0.5):
             break
     assert all(len(pids) == 2 for pids in _served_by(running, mac).values())
@@ -243,12 +234,12 @@ def test_counters_survive_a_worker_being_killed_and_started_again(
     for _ in range(10):
         assert client(own).get(url).status_code == 200
     before = scrape(own).value("autoprov_http_requests_total", port="bootstrap", status="200")
-    victim = int(max(_eventually(lambda: _served_by(running, mac)["bootstrap"], timeout=5)))
+    victim = int(max(eventually(lambda: _served_by(running, mac)["bootstrap"], timeout=5)))
 
     os.kill(victim, signal.SIGKILL)  # no chance to write anything on its way out
     running.wait_for_log(f"(pid {victim}) exited (signal SIGKILL); starting it again")
     # It may be worker 0, which serves /metrics: wait for its successor.
-    kept = _eventually(lambda: _try_scrape(own), timeout=15)
+    kept = eventually(lambda: _try_scrape(own), timeout=15)
 
     assert kept is not None
     assert kept.value("autoprov_http_requests_total", port="bootstrap", status="200") == before
@@ -307,7 +298,7 @@ def test_a_resync_outcome_shows_by_result(
         assert uas.result().ok
 
     # Outcomes are recorded in batches by the proxy's timer process.
-    assert _eventually(lambda: scrape(own).value("autoprov_resync_notifies", result="accepted")
+    assert eventually(lambda: scrape(own).value("autoprov_resync_notifies", result="accepted")
                        == before + 1)
 
 

@@ -5,7 +5,6 @@ Runs on a cluster of its own, so stopping it does not disturb the shared one.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,25 +16,16 @@ from autoprov.config import Settings
 from autoprov.pgcluster import Cluster
 from tests.conftest import (
     RunningService,
-    make_settings,
+    private_database,
     start_provisioning,
-    world_readable_tmpdir,
 )
-from tests.ports import free_port
 from tests.provisioning_helpers import bootstrap_url, client, config_url, phone_cert
 
 
 @pytest.fixture
 def own_database() -> Iterator[tuple[Cluster, Settings]]:
-    base = world_readable_tmpdir("autoprov-dbdown-")
-    cluster = Cluster(base / "pg", free_port(), durable=False)
-    cluster.init()
-    cluster.start()
-    settings = make_settings(base / "var", db_url=cluster.url())
-    db.migrate(settings)
-    yield cluster, settings
-    cluster.stop()
-    shutil.rmtree(base, ignore_errors=True)
+    with private_database("autoprov-dbdown-") as own:
+        yield own
 
 
 def test_database_down_is_503_and_the_service_recovers_by_itself(

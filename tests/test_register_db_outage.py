@@ -7,7 +7,6 @@ the shared ones.
 from __future__ import annotations
 
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,11 +20,10 @@ from autoprov.pgcluster import Cluster
 from tests.conftest import (
     RunningService,
     Subscriber,
-    make_settings,
+    eventually,
+    private_database,
     start_kamailio,
-    world_readable_tmpdir,
 )
-from tests.ports import free_port
 from tests.sipp import Phone
 from tests.test_register import bindings
 
@@ -34,17 +32,10 @@ OUTAGE_S = 70  # longer than a 60 s binding (registrar min_expires), which expir
 
 @pytest.fixture
 def own_stack() -> Iterator[tuple[Cluster, Settings, RunningService]]:
-    base = world_readable_tmpdir("autoprov-sipdbdown-")
-    cluster = Cluster(base / "pg", free_port(), durable=False)
-    cluster.init()
-    cluster.start()
-    settings = make_settings(base / "var", db_url=cluster.url())
-    db.migrate(settings)
-    kam = start_kamailio(settings)
-    yield cluster, settings, kam
-    stack.stop(kam.service)
-    cluster.stop()
-    shutil.rmtree(base, ignore_errors=True)
+    with private_database("autoprov-sipdbdown-") as (cluster, settings):
+        kam = start_kamailio(settings)
+        yield cluster, settings, kam
+        stack.stop(kam.service)
 
 
 def _subscriber(settings: Settings) -> Subscriber:
@@ -58,15 +49,6 @@ def _subscriber(settings: Settings) -> Subscriber:
 def _phone(settings: Settings, sub: Subscriber) -> Phone:
     _, host, port = settings.sip_listen[0].split(":")
     return Phone(sub.username, sub.domain, sub.password, (host, int(port)))
-
-
-def _eventually(check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.5)
 
 
 def test_known_phones_register_through_an_outage_and_location_is_right_afterwards(
@@ -103,9 +85,9 @@ def test_known_phones_register_through_an_outage_and_location_is_right_afterward
 
         expected = sorted(f"sip:{known.username}@127.0.0.1:{p.port};transport=udp"
                           for p in (phone, moved))
-        assert _eventually(lambda: contacts() == expected, 15), contacts()
+        assert eventually(lambda: contacts() == expected, 15), contacts()
         # The binding that expired while the database was away leaves `location` too.
-        assert _eventually(lambda: conn.execute(
+        assert eventually(lambda: conn.execute(
             "SELECT count(*) FROM location WHERE username = %s", (leaving.username,)
         ).fetchone() == (0,), 15)
         # Written back as usrloc writes them: this node's server id, a socket, future expiry.
@@ -135,12 +117,12 @@ def test_a_password_changed_or_a_subscriber_deleted_in_sql_stops_working_at_once
     assert phone_for(sub, password="second-password").register().ok  # its HA1 is cached now
     set_password("third-password")
     # The cache entry is dropped on the database's NOTIFY, within a timer tick (20 ms).
-    assert _eventually(
+    assert eventually(
         lambda: phone_for(sub, password="second-password").run("register-refused").ok, 5)
     assert phone_for(sub, password="third-password").register().ok
 
     conn.execute("DELETE FROM subscriber WHERE username = %s", (sub.username,))
-    assert _eventually(
+    assert eventually(
         lambda: phone_for(sub, password="third-password").run("register-refused").ok, 5)
 
 
@@ -158,7 +140,7 @@ def test_a_refresh_of_a_known_phone_asks_the_database_nothing(
         locker.rollback()
     assert refreshed.ok, refreshed.output
     # The refreshed expiry reaches `location` within a second or two of the lock's release.
-    assert _eventually(lambda: conn.execute(
+    assert eventually(lambda: conn.execute(
         "SELECT expires > localtimestamp + interval '600 seconds' FROM location "
         "WHERE username = %s", (sub.username,)).fetchall() == [(True,)], 10)
 
@@ -175,4 +157,4 @@ def test_a_phone_that_unregisters_after_refreshes_leaves_location(
 
     assert phone.register(expires=0).ok
 
-    assert _eventually(lambda: bindings(conn, sub.aor) == [], 10)
+    assert eventually(lambda: bindings(conn, sub.aor) == [], 10)
