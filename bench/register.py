@@ -28,6 +28,7 @@ from bench import sipp_load
 from bench.report import Section, Verdict
 from bench.sipp_load import LoadRun, Phones
 from bench.world import NATIVE_CFG, World, cpu_seconds, postgres_cpu_seconds, world
+from tests.ports import free_port
 
 PROTECTED_CFG = NATIVE_CFG.with_name("kamailio-native-protected.cfg")
 
@@ -99,6 +100,9 @@ class Proxy:
     phones: Phones
     work: Path
     cluster: Cluster
+    # The phones' Contact port, the same in every run: a measured REGISTER refreshes the binding
+    # the warm-up made (sipp's own port changes per run, and a new Contact is a new binding).
+    contact_port: int
     searches: list[Search] = field(default_factory=list)
 
     @property
@@ -125,7 +129,8 @@ class Proxy:
         """Registrations at `rate` for `seconds`, and what they cost Kamailio, Postgres, sipp."""
         proxy_before, postgres_before = cpu_seconds(self.pid), postgres_cpu_seconds(self.cluster)
         run = sipp_load.register_load(self.address, self.phones, rate,
-                                      max(1, round(rate * seconds)), self.work)
+                                      max(1, round(rate * seconds)), self.work,
+                                      contact_port=self.contact_port)
         per_1000 = 1000 / max(run.successful, 1)
         return Work(run, (cpu_seconds(self.pid) - proxy_before) * per_1000,
                     (postgres_cpu_seconds(self.cluster) - postgres_before) * per_1000,
@@ -138,7 +143,7 @@ def _start(w: World, name: str, script: Path | None, phones: Phones, server_id: 
     _, host, port = settings.sip_listen[0].split(":")
     assert running.service.process is not None
     return Proxy(name, script is not None, (host, int(port)), running.service.process.pid, phones,
-                 w.base / f"sipp-{server_id}", w.cluster)
+                 w.base / f"sipp-{server_id}", w.cluster, free_port())
 
 
 def run(quick: bool) -> Section:
@@ -159,7 +164,7 @@ def run(quick: bool) -> Section:
         # bindings (an UPDATE of `location`), the steady state of a fleet.
         for proxy in proxies:
             warm = sipp_load.register_load(proxy.address, proxy.phones, 500, sizes.phones,
-                                           proxy.work)
+                                           proxy.work, contact_port=proxy.contact_port)
             if not warm.ok:
                 raise RuntimeError(f"{proxy.name}: warm-up registration failed:\n{warm.output}")
         searched = proxies[:2]  # KEMI against the write-through native script of before

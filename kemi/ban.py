@@ -18,15 +18,19 @@ _WINDOW_S = _settings.sip_auth_fail_window_s
 _BAN_S = _settings.sip_ban_s
 
 
-def banned(address: str) -> bool:
-    return bool(KSR.htable.sht_get(BANNED_TABLE, address))  # 0 (initval) when not banned
+# One lookup with the source address filled in by Kamailio: this runs for every message.
+_SOURCE_BANNED = f"$sht({BANNED_TABLE}=>$si)"
 
 
-def flooding(address: str) -> bool:
-    """pike says this address sends too much: ban it like a password guesser."""
+def source_banned() -> bool:
+    return bool(KSR.pv.get(_SOURCE_BANNED))  # 0 (initval) when not banned
+
+
+def source_flooding() -> bool:
+    """pike says the source address sends too much: ban it like a password guesser."""
     if KSR.pike.pike_check_req() >= 0:
         return False
-    _ban(address, "flood")
+    _ban(str(KSR.pv.get("$si")), "flood")
     return True
 
 

@@ -30,6 +30,9 @@ REFRESHED_TABLE = "ul_refreshed"  # ruid -> "expires|received" of a binding just
 RECORD_XAVP = "ulrcd"  # registrar's xavp_rcd (kamailio.cfg): the saved bindings' ruid, expires
 BOUND_TABLE = "ul_bound"  # "AOR|Contact" saved before: a REGISTER of it is a refresh
 BOUND_S = 3700  # registrar max_expires, and a minute
+# A refresh renews its `ul_bound` entry only when it is this old: most refreshes then write
+# nothing there, and an entry still outlives the last refresh by BOUND_S - BOUND_RENEW_S.
+BOUND_RENEW_S = 600
 SAVE_NO_REPLY = 2  # registrar: no reply from save(), reg_send_reply() sends it
 SAVE_IN_MEMORY = 1  # registrar: memory only (usrloc's FL_MEM), with its reply
 SYNC_EVERY_S = 1.0
@@ -39,25 +42,34 @@ _last_sync = 0.0
 _SERVER_ID = config.load().sip_server_id
 
 
-def _refresh_key(aor: str, contact: str) -> str | None:
-    """The key of the one binding this REGISTER refreshes, or None when it adds or removes.
-    `contact`: the request's Contact headers, as register.py read and checked them."""
-    if pv("$hdrc(Contact)") != "1" or pv("$hdr(Expires)").strip() == "0":
-        return None
-    if not contact or contact.strip() == "*" or "," in contact or _REMOVAL.search(contact):
+def refresh_key(aor: str, contact: str) -> str | None:
+    """The key of the one binding this REGISTER may refresh, or None when it has no Contact,
+    several, or `*`. `contact`: the Contact headers joined by commas, as register.py read them."""
+    if not contact or "," in contact or contact.strip() == "*":
         return None
     return f"{aor}|{contact}"
 
 
-def save(aor: str, contact: str) -> bool:
+def bound(key: str | None) -> int:
+    """When this Contact of this AOR was noted as saved here (having passed register's checks),
+    in epoch seconds; 0 when it was not."""
+    if key is None:
+        return 0
+    return int(KSR.htable.sht_get(BOUND_TABLE, key) or 0)
+
+
+def _removal(contact: str) -> bool:
+    return _REMOVAL.search(contact) is not None or pv("$hdr(Expires)").strip() == "0"
+
+
+def save(aor: str, contact: str, key: str | None, known: int) -> bool:
     """Save the REGISTER's bindings and answer it; False when it could not be saved (no reply
-    sent)."""
-    key = _refresh_key(aor, contact)
-    refresh = key is not None and bool(KSR.htable.sht_get(BOUND_TABLE, key)) \
-        and not credentials.database_down()
-    if refresh and KSR.registrar.save("location", SAVE_IN_MEMORY) > 0:
-        _note_refreshed()
-        _bound(str(key))
+    sent). `key`: refresh_key(), None if the Contacts must not be trusted as known next time;
+    `known`: bound(key)."""
+    if key is not None and _removal(contact):
+        key, known = None, 0
+    if known and KSR.registrar.save("location", SAVE_IN_MEMORY) > 0:
+        _refreshed(aor, str(key), known)
         return True
     if not credentials.database_down() and KSR.registrar.save("location", SAVE_NO_REPLY) > 0:
         KSR.registrar.reg_send_reply()
@@ -80,25 +92,23 @@ def _in_memory(aor: str, key: str | None) -> bool:
     return True
 
 
-def _note_refreshed() -> None:
-    """What the timer writes for a refresh: each saved binding's new expiry and received (the
-    rest of its row is what it was), from registrar's record of the save, without a lookup."""
+def _refreshed(aor: str, key: str, since: int) -> None:
+    """Note what the timer writes for a refresh: the binding's new expiry and received (the rest
+    of its row is what it was), from registrar's record of the save, without a lookup. Also
+    while the database is away: the timer writes them when it is back, and writes the whole row
+    of a binding `location` does not have (it expired meanwhile, or came back under a new ruid)."""
+    ruid = KSR.pv.get(f"$xavp({RECORD_XAVP}=>ruid)")
+    expires = KSR.pv.get(f"$xavp({RECORD_XAVP}=>expires)")
+    received = KSR.pv.get(f"$xavp({RECORD_XAVP}=>received)")
     now = int(time.time())
-    index = 0
-    while True:
-        ruid = KSR.pv.get(f"$xavp({RECORD_XAVP}[{index}]=>ruid)")
-        if ruid is None:
-            return
-        expires = KSR.pv.get(f"$xavp({RECORD_XAVP}[{index}]=>expires)")
-        received = KSR.pv.get(f"$xavp({RECORD_XAVP}[{index}]=>received)")
-        KSR.htable.sht_sets(REFRESHED_TABLE, str(ruid),
-                            f"{now + int(expires or 0)}|{received or ''}")
-        index += 1
+    KSR.htable.sht_sets(REFRESHED_TABLE, str(ruid),
+                        f"{now + int(expires or 0)}|{received or ''}|{aor}")
+    if now - since >= BOUND_RENEW_S:
+        _bound(key)
 
 
 def _bound(key: str) -> None:
-    KSR.htable.sht_seti(BOUND_TABLE, key, 1)
-    KSR.htable.sht_setex(BOUND_TABLE, key, BOUND_S)
+    KSR.htable.sht_setxi(BOUND_TABLE, key, int(time.time()), BOUND_S)
 
 
 def tick() -> None:
@@ -160,12 +170,13 @@ UPDATE location l SET expires = u.expires, received = NULLIF(u.received, ''),
        last_modified = localtimestamp(0)
   FROM unnest(%s::text[], %s::timestamp[], %s::text[]) AS u(ruid, expires, received)
  WHERE l.ruid = u.ruid
+RETURNING l.ruid
 """
 
 
 def _write_refreshed() -> None:
     """One UPDATE for every binding refreshed since the last round (no lookups: the workers
-    noted what changed)."""
+    noted what changed). A refreshed binding whose row is not there has its AOR written whole."""
     if KSR.htable.sht_iterator_start("rf", REFRESHED_TABLE) < 0:
         return
     noted: dict[str, str] = {}
@@ -175,14 +186,21 @@ def _write_refreshed() -> None:
     KSR.htable.sht_iterator_end("rf")
     if not noted:
         return
-    fields = [value.partition("|") for value in noted.values()]
+    fields = [value.split("|", 2) for value in noted.values()]
     try:
-        db.query(_UPDATE_REFRESHED, (list(noted), [_local(until) for until, _, _ in fields],
-                                     [where for _, _, where in fields]))
+        updated = db.query(_UPDATE_REFRESHED, (
+            list(noted), [_local(field[0]) for field in fields],
+            [field[1] if len(field) > 1 else "" for field in fields]))
     except psycopg.Error:
         for ruid, value in noted.items():  # as noted, for the next round
             KSR.htable.sht_sets(REFRESHED_TABLE, ruid, value)
         raise
+    if len(updated) == len(noted):
+        return
+    present = {str(row[0]) for row in updated}
+    for ruid, field in zip(noted, fields, strict=True):
+        if ruid not in present and len(field) == 3:
+            KSR.htable.sht_seti(UNSYNCED_TABLE, field[2], 1)
 
 
 def _write_back() -> None:

@@ -41,12 +41,9 @@ def _key(user: str, realm: str) -> str:
     return f"{user}@{realm}"
 
 
-def check_cached(realm: str) -> int | None:
-    """auth_check's result against the cached HA1; None when nothing is cached for this user
-    (or the request carries no credentials)."""
-    user = pv("$au")
-    if not user:
-        return None
+def check_cached(user: str, realm: str) -> int | None:
+    """auth_check's result against the cached HA1 of the credentials' user (`$au`); None when
+    nothing is cached for this user."""
     ha1 = KSR.htable.sht_get(CACHE_TABLE, _key(user, realm))
     if not ha1:
         return None
@@ -54,15 +51,13 @@ def check_cached(realm: str) -> int | None:
     return int(KSR.auth.pv_auth_check(realm, str(ha1), 1, 1))
 
 
-def remember(realm: str) -> None:
+def remember(user: str, realm: str) -> None:
     """Cache the HA1 of credentials auth_db has just verified against `subscriber`."""
     password = pv(PASSWORD_AVP)
-    user = pv("$au")
-    if not password or not user:
+    if not password:
         return
     ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()  # noqa: S324 (digest)
-    KSR.htable.sht_sets(CACHE_TABLE, _key(user, realm), ha1)
-    KSR.htable.sht_setex(CACHE_TABLE, _key(user, realm), _CACHE_S)
+    KSR.htable.sht_setxs(CACHE_TABLE, _key(user, realm), ha1, _CACHE_S)
 
 
 def database_down() -> bool:

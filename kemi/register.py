@@ -28,19 +28,20 @@ def _loggable(text: str) -> str:
     return "".join(c if c.isprintable() and not c.isspace() else "?" for c in text[:LOGGED_MAX])
 
 
-def _contacts_acceptable(value: str) -> bool:
-    """Refuse what is not a SIP Contact; drop a `received` the client wrote (only ours count)."""
+def _contacts_acceptable(value: str) -> bool | None:
+    """Refuse what is not a SIP Contact (None, 400 sent); drop a `received` the client wrote (only
+    ours count): True when it did, so these Contacts are never trusted as known next time."""
     if not value:
-        return True  # a query of the bindings
+        return False  # a query of the bindings
     try:
         client_received = contact.check(value)
     except contact.BadContactError:
         reply(400, "Bad Contact")
-        return False
+        return None
     if client_received:  # rare: the rewrite and re-parse cost nothing on ordinary REGISTERs
         KSR.textops.subst_hf("Contact", _CLIENT_RECEIVED, "a")
         KSR.textopsx.msg_apply_changes()
-    return True
+    return client_received
 
 
 def _database_away() -> None:
@@ -50,19 +51,20 @@ def _database_away() -> None:
 def _authenticate(realm: str) -> int | None:
     """auth_check's result, from the cached HA1 when this phone was verified before (no query),
     else from `subscriber`; None when the database is away and the phone unknown (503 sent)."""
-    cached = credentials.check_cached(realm)
+    user = pv("$au")
+    if not user:
+        return NO_CREDENTIALS  # the first REGISTER of each registration: a challenge, no lookup
+    cached = credentials.check_cached(user, realm)
     if cached is not None and cached > 0:
         return cached
     if credentials.database_down():
-        if not pv("$au"):
-            return NO_CREDENTIALS  # the challenge costs no database
         if cached is None or cached == INVALID_PASSWORD:
             _database_away()
             return None
         return cached  # stale nonce and the like: challenged again
     result = int(KSR.auth_db.auth_check(realm, "subscriber", 1))
     if result > 0:
-        credentials.remember(realm)
+        credentials.remember(user, realm)
     elif result == INVALID_PASSWORD:
         # Mid-rotation the phone still holds the old password until it fetches its new config.
         previous = int(KSR.auth_db.auth_check(realm, PREVIOUS_CREDENTIALS, 1))
@@ -78,9 +80,6 @@ def handle() -> None:
     realm = pv("$td")
     if not realm:
         reply(400, "Missing To Domain")
-        return
-    contacts = pv("$(hdr(Contact)[*])")
-    if not _contacts_acceptable(contacts):
         return
     result = _authenticate(realm)
     if result is None:
@@ -99,14 +98,27 @@ def handle() -> None:
         ban.auth_failed(pv("$si"))
         return
     KSR.auth.consume_credentials()
+    user = pv("$tU")
+    aor = f"{user}@{realm}"
+    # Checked once the phone is authenticated (a challenge saves nothing, and tells a stranger
+    # nothing), and not again for the refresh of a binding whose Contact passed before, byte
+    # for byte.
+    contacts = pv("$(hdr(Contact)[*])")
+    key = bindings.refresh_key(aor, contacts)
+    known = bindings.bound(key)
+    if not known:
+        rewritten = _contacts_acceptable(contacts)
+        if rewritten is None:
+            return
+        if rewritten:
+            key = None
     # Behind NAT (private Contact, or Via not where it came from): reach it where it came from.
     if KSR.nathelper.nat_uac_test(19) > 0:
         KSR.nathelper.fix_nated_register()
-    aor = f"{pv('$tU')}@{realm}"
-    if not bindings.save(aor, contacts):
+    if not bindings.save(aor, contacts, key, known):
         KSR.err(f"autoprov register save failed aor={_loggable(aor)} from={source()}\n")
         KSR.sl.sl_reply_error()
         return
     # No log line per successful REGISTER: thousands of phones refresh all day, and the
     # binding itself is in `location`.
-    resync.after_register(pv("$tU"), realm)
+    resync.after_register(user, realm)

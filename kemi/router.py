@@ -5,7 +5,7 @@ from __future__ import annotations
 import KSR
 
 from kemi import ban, bindings, credentials, register, resync
-from kemi.sip import pv, reply
+from kemi.sip import reply
 
 ALLOW = "Allow: REGISTER, OPTIONS"
 KEEPALIVE_REASON = "Keepalive"
@@ -16,8 +16,7 @@ class Router:
         return 0
 
     def ksr_request_route(self, msg: object) -> int:
-        source = pv("$si")
-        if ban.banned(source) or ban.flooding(source):
+        if ban.source_banned() or ban.source_flooding():
             return 1  # no answer: a brute-forcing source learns nothing, and costs us nothing
         if KSR.maxfwd.process_maxfwd(10) < 0:
             reply(483, "Too Many Hops")

@@ -11,7 +11,8 @@ import pytest
 
 from autoprov import sipprobe
 from autoprov.config import Settings
-from tests.conftest import RunningService, autoprov_cli, random_mac
+from autoprov.kamailio import rpc as kamailio_rpc
+from tests.conftest import RunningService, autoprov_cli, eventually, random_mac
 
 
 def bindings(conn: psycopg.Connection[Any], aor: str) -> list[tuple[str, str | None, str]]:
@@ -92,6 +93,25 @@ def test_deregister_removes_the_binding(
     assert result.ok, result.output
     assert bindings(conn, sub.aor) == []
     assert "not registered" in autoprov_cli(settings, "device", "show", mac).stdout
+
+
+def test_binding_gone_from_memory_comes_back_to_sql_on_the_next_register(
+    kamailio: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, phone_for: Any,
+) -> None:
+    """A binding that expired (here: removed from memory, and its row deleted as usrloc's
+    db_timer_clean does) and is registered again with the same Contact is a new binding, not a
+    refresh: it must be back in `location`."""
+    sub = new_subscriber()
+    phone = phone_for(sub)
+    assert phone.register().ok
+    assert phone.register().ok  # a refresh: memory first, `location` within a second
+    kamailio_rpc(settings, "ul.rm", "location", sub.aor)
+    conn.execute("DELETE FROM location WHERE username = %s", (sub.username,))
+
+    assert phone.register().ok
+
+    assert eventually(lambda: len(bindings(conn, sub.aor)) == 1, timeout=5)
 
 
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
