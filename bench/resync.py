@@ -91,9 +91,9 @@ def run(quick: bool) -> Section:
         pgid = kamailio.service.process.pid
         _, host, port = settings.sip_listen[0].split(":")
         uas_port = free_port()
-        # The proxy answers a challenge with a new Call-ID: two calls per phone at the answerer.
-        answerer = sipp_load.Answerer(phones, uas_port, 2 * sizes.phones, w.base / "uas",
-                                      timeout=sizes.timeout + 60)
+        # The proxy answers a challenge in its dialog: one call per phone, as for the baseline.
+        answerer = sipp_load.Answerer(phones, uas_port, sizes.phones, w.base / "uas",
+                                      timeout=sizes.timeout + 60, scenario="notify-uas-samecall")
         try:
             reg = sipp_load.register_load((host, int(port)), phones, sizes.register_rate,
                                           sizes.phones, w.base / "reg", contact_port=uas_port)

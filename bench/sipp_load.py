@@ -158,10 +158,11 @@ def _children_cpu() -> float:
 
 
 class Answerer:
-    """sipp in server mode answering `calls` check-sync NOTIFYs for every phone (notify-uas.xml)."""
+    """sipp in server mode answering `calls` check-sync NOTIFYs for every phone: each challenged,
+    and its answer, in the same dialog, checked (notify-uas-samecall.xml)."""
 
     def __init__(self, phones: Phones, port: int, calls: int, work: Path,
-                 timeout: float, scenario: str = "notify-uas") -> None:
+                 timeout: float, scenario: str = "notify-uas-samecall") -> None:
         work.mkdir(parents=True, exist_ok=True)
         self.work = work
         self.port = port

@@ -6,9 +6,15 @@ phone's 401/407 is answered here (kemi/digest.py), not by the uac module's own r
 - tick(): the rtimer process, every 20 ms: records queued replies, and dispatches and sends
   when Postgres NOTIFYs it (or every poll interval).
 - after_register(): a REGISTER of an AOR with a pending request sends right after the 200 OK.
-- on_uac_event(): a NOTIFY's reply (or timeout), in the worker that got it: a first challenge is
+- on_uac_event(): a NOTIFY's reply (or timeout), in the worker that got it: a challenge is
   answered at once, and the reply queued for tick() to record in a batch (a fan-out to thousands
   of phones must not cost each worker a database write per reply).
+- on_reply(): the reply to such an answer (Kamailio's core reply route).
+
+A challenge is answered as RFC 3261 (8.1.3.5, 22.2) says: the same Call-ID, From tag and To, the
+CSeq one higher. The uac module cannot do that in 5.6 (it sets no From tag or CSeq), so the answer
+is sent with tm's t_uac_send, whose headers set them; its replies come to the core reply route,
+possibly in another worker, so what it waits for is kept in shared memory (`resync_answers`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,14 @@ from kemi.sip import pv
 CHANNEL = "autoprov_resync"
 PENDING_TABLE = "resync_pending"  # AORs whose next REGISTER triggers a NOTIFY
 EVENTS_TABLE = "resync_events"  # replies to record: "nid.stage" -> "code:timed_out:after:time"
-CHALLENGED_TABLE = "resync_challenged"  # NOTIFYs the phone has challenged once already
+# Call-ID of a NOTIFY that answers a challenge -> "nid|CSeq|stale answers left|sent at".
+ANSWERS_TABLE = "resync_answers"
+CALLID_PREFIX = "resync-"
+# tm gives up after fr_timer (5 s, kamailio.cfg) without telling any route: an answer without a
+# final reply by then (and a margin) was not answered.
+ANSWER_TIMEOUT_S = 8.0
+SWEEP_EVERY_S = 1.0
+STALE_ANSWERS = 1  # a stale=true challenge of our answer is answered once more
 CLAIM_BATCH = 500
 DISPATCH_BATCH = 500
 FIRST_BATCH = 50  # small, so the first phones hear from us at once
@@ -40,6 +53,7 @@ _SERVER_ID = _settings.sip_server_id
 _POLL_SECONDS = _settings.resync_poll_ms / 1000
 
 _last_run = 0.0
+_last_sweep = 0.0
 _pending_aors: set[str] = set()
 _last_db_warning = 0.0
 DB_WARNING_EVERY = 10.0  # seconds: one line per outage period, not one per 20 ms tick
@@ -58,11 +72,26 @@ def event_for(vendor_event: str, model: str) -> str:
     return _EVENT_OVERRIDES.get(model, vendor_event)
 
 
-def send(row: tuple[object, ...], authorization: str = "") -> None:
-    """Send one NOTIFY (or, with `authorization`, its answer to the phone's challenge)."""
-    nid, aor, contact, received, sock, _vendor, model, event, _username, _password = row
+def _proxy_contact(sock: str) -> str:
+    """Our Contact for a NOTIFY leaving on socket `proto:host:port` (as `location` has it)."""
+    proto, _, address = sock.partition(":")
+    host, _, port = address.rpartition(":")
+    if not proto or not host or not port.isdigit():
+        return ""
+    return f"Contact: <sip:autoprov@{host}:{port};transport={proto}>\r\n"
+
+
+def _headers(row: tuple[object, ...]) -> str:
+    """What every NOTIFY of this row carries besides From, To, Call-ID and CSeq."""
+    event, sock, state = str(row[7]), str(row[4] or ""), str(row[10] or "active")
+    return (f"Event: {event_for(event, str(row[6]))}\r\nSubscription-State: {state}\r\n"
+            + _proxy_contact(sock))
+
+
+def send(row: tuple[object, ...]) -> None:
+    """Send one check-sync NOTIFY (a row of autoprov.notify_send_info)."""
+    nid, aor, contact, received, sock = row[:5]
     uri = f"sip:{aor}"
-    hdrs = f"Event: {event_for(str(event), str(model))}\r\nSubscription-State: active\r\n"
     KSR.pv.unset("$uac_req(all)")
     KSR.pv.sets("$uac_req(method)", "NOTIFY")
     KSR.pv.sets("$uac_req(ruri)", str(contact))
@@ -72,19 +101,27 @@ def send(row: tuple[object, ...], authorization: str = "") -> None:
         KSR.pv.sets("$uac_req(sock)", str(sock))
     KSR.pv.sets("$uac_req(furi)", uri)
     KSR.pv.sets("$uac_req(turi)", uri)
-    # A fresh Call-ID for the answer to a challenge too: 5.6's uac cannot raise the CSeq, and a
-    # same Call-ID/CSeq/From-tag request would be a merged request (482) to a strict phone.
-    KSR.pv.sets("$uac_req(callid)", f"resync-{nid}-{secrets.token_hex(6)}@autoprov")
-    KSR.pv.sets("$uac_req(hdrs)", hdrs + authorization)
+    KSR.pv.sets("$uac_req(callid)", f"{CALLID_PREFIX}{nid}-{secrets.token_hex(6)}@autoprov")
+    KSR.pv.sets("$uac_req(hdrs)", _headers(row))
     KSR.pv.seti("$uac_req(evroute)", 1)  # every reply and timeout comes to ksr_uac_event
     KSR.pv.sets("$uac_req(evparam)", str(nid))
     sent = KSR.uac.uac_req_send()
     # Per-NOTIFY lines at debug level: a fan-out to thousands of phones is one log line each
     # otherwise; the outcomes are in autoprov.resync_notify.
-    KSR.dbg(f"autoprov resync notify={nid} aor={aor} contact={contact} "
-             f"auth={'yes' if authorization else 'no'} sent={sent}\n")
+    KSR.dbg(f"autoprov resync notify={nid} aor={aor} contact={contact} sent={sent}\n")
     if sent < 0:
         _queue(str(nid), "final", 0, timed_out=True, after_challenge=False)
+
+
+def _send_answer(row: tuple[object, ...], callid: str, from_tag: str, cseq: int,
+                 authorization: str) -> bool:
+    """The NOTIFY again, in the challenged one's dialog (Call-ID, From tag, To), CSeq + 1."""
+    _nid, aor, contact, received, sock = row[:5]
+    uri = f"sip:{aor}"
+    headers = (f"From: <{uri}>;tag={from_tag}\r\nTo: <{uri}>\r\nCall-ID: {callid}\r\n"
+               f"CSeq: {cseq} NOTIFY\r\n{_headers(row)}{authorization}")
+    return KSR.tm.t_uac_send("NOTIFY", str(contact), str(received or ""), str(sock or ""),
+                             headers, "") > 0
 
 
 def _send_claimed(only_aor: str | None = None) -> int:
@@ -115,6 +152,7 @@ def tick() -> None:
 
 def _tick() -> None:
     global _last_run
+    _sweep_answers()
     flush_events()
     now = time.monotonic()
     woken = db.notified(CHANNEL)
@@ -145,8 +183,9 @@ def after_register(user: str, domain: str) -> None:
         _db_unavailable("REGISTER", exc)
 
 
-def _answer_challenge(nid: int, code: int) -> bool:
-    """Send the NOTIFY again with the line's credentials; False if it cannot be answered."""
+def _answer_challenge(nid: int, code: int, stale_left: int) -> bool:
+    """Answer the challenge in this reply with the line's credentials; False if it cannot be
+    answered. The reply is the current message (uac's event route or the core reply route)."""
     try:
         rows = db.query("SELECT * FROM autoprov.notify_send_info WHERE id = %s", (nid,))
     except psycopg.Error as exc:
@@ -162,16 +201,15 @@ def _answer_challenge(nid: int, code: int) -> bool:
     except digest.UnsupportedChallengeError as exc:
         KSR.warn(f"autoprov resync notify={nid} cannot answer challenge: {exc}\n")
         return False
+    callid, from_tag = pv("$ci"), pv("$ft")
+    cseq = int(pv("$cs") or 0) + 1
     name = "Authorization" if code == 401 else "Proxy-Authorization"
-    send(row, f"{name}: {value}\r\n")
-    return True
-
-
-def _first_challenge(nid: str) -> bool:
-    """A NOTIFY's events come one after another (challenge, then the retry's answer)."""
-    first = KSR.htable.sht_get(CHALLENGED_TABLE, nid) is None
-    KSR.htable.sht_seti(CHALLENGED_TABLE, nid, 1)
-    return first
+    # Noted before sending: the reply may reach another worker before this one returns.
+    KSR.htable.sht_sets(ANSWERS_TABLE, callid, f"{nid}|{cseq}|{stale_left}|{time.time():.3f}")
+    if _send_answer(row, callid, from_tag, cseq, f"{name}: {value}\r\n"):
+        return True
+    KSR.htable.sht_rm(ANSWERS_TABLE, callid)
+    return False
 
 
 def _queue(nid: str, stage: str, code: int, timed_out: bool, after_challenge: bool) -> None:
@@ -186,17 +224,61 @@ def _store(nid: int, stage: str, code: int, timed_out: bool, after_challenge: bo
 
 
 def on_uac_event() -> None:
+    """A reply to (or the timeout of) a first NOTIFY, sent by the uac module."""
     nid = pv("$uac_req(evparam)")
     if not nid.isdigit():
         return  # not one of ours
     code = int(pv("$uac_req(evcode)") or 0)
     timed_out = pv("$uac_req(evtype)") == "2"
-    first = not timed_out and code in (401, 407) and _first_challenge(nid)
-    if first and _answer_challenge(int(nid), code):
+    if not timed_out and code in (401, 407) and _answer_challenge(int(nid), code, STALE_ANSWERS):
         _queue(nid, "challenge", code, timed_out=False, after_challenge=False)
         return
-    after = not first and KSR.htable.sht_get(CHALLENGED_TABLE, nid) is not None
-    _queue(nid, "final", code, timed_out, after)
+    _queue(nid, "final", code, timed_out, after_challenge=False)
+
+
+def on_reply() -> None:
+    """Any reply Kamailio receives (core reply route): those to our answers are recorded here."""
+    callid = pv("$ci")
+    if not callid.startswith(CALLID_PREFIX):
+        return
+    state = KSR.htable.sht_get(ANSWERS_TABLE, callid)
+    if state is None:
+        return
+    nid, cseq, stale_left, _sent = str(state).split("|")
+    code = int(pv("$rs") or 0)
+    if code < 200 or pv("$cs") != cseq:
+        return  # provisional, or a late reply to the challenged NOTIFY
+    KSR.htable.sht_rm(ANSWERS_TABLE, callid)
+    # A stale nonce (RFC 7616 3.3): our credentials were right, the nonce expired meanwhile.
+    if code in (401, 407) and int(stale_left) > 0 and _stale(code) \
+            and _answer_challenge(int(nid), code, int(stale_left) - 1):
+        return
+    _queue(nid, "final", code, timed_out=False, after_challenge=True)
+
+
+def _stale(code: int) -> bool:
+    challenge = pv("$hdr(WWW-Authenticate)" if code == 401 else "$hdr(Proxy-Authenticate)")
+    try:
+        return digest.parse_challenge(challenge).get("stale", "").lower() == "true"
+    except digest.UnsupportedChallengeError:
+        return False
+
+
+def _sweep_answers() -> None:
+    """In the timer: answers tm gave up on without a final reply are no answer."""
+    global _last_sweep
+    now = time.time()
+    if now - _last_sweep < SWEEP_EVERY_S:
+        return
+    _last_sweep = now
+    if KSR.htable.sht_iterator_start("an", ANSWERS_TABLE) < 0:
+        return
+    while KSR.htable.sht_iterator_next("an") > 0:
+        nid, _cseq, _stale_left, sent = pv("$shtitval(an)").split("|")
+        if now - float(sent) >= ANSWER_TIMEOUT_S:
+            KSR.htable.sht_iterator_rm("an")
+            _queue(nid, "final", 408, timed_out=True, after_challenge=True)
+    KSR.htable.sht_iterator_end("an")
 
 
 def flush_events() -> None:

@@ -39,7 +39,8 @@ class Router:
         return 1
 
     def ksr_reply_route(self, msg: object) -> int:
-        return 1
+        resync.on_reply()
+        return 1  # non-zero: tm goes on with the reply
 
     def ksr_uac_event(self, msg: object, evname: str = "") -> int:
         resync.on_uac_event()

@@ -1,13 +1,12 @@
-"""Check a SIP digest response the way a phone does (RFC 2617, MD5, qop=auth or none)."""
+"""Check a SIP digest response the way a phone does (RFC 2617 / RFC 7616: MD5 or SHA-256,
+qop=auth or none)."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 
-
-def _md5(text: str) -> str:
-    return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - SIP digest is MD5
+_HASHES = {"MD5": "md5", "SHA-256": "sha256"}
 
 
 def params(header_value: str) -> dict[str, str]:
@@ -20,12 +19,17 @@ def valid(header_value: str, method: str, username: str, password: str) -> bool:
     p = params(header_value)
     if p.get("username") != username:
         return False
-    ha1 = _md5(f"{username}:{p['realm']}:{password}")
-    ha2 = _md5(f"{method}:{p['uri']}")
+    algorithm = _HASHES[p.get("algorithm", "MD5").upper()]
+
+    def h(text: str) -> str:
+        return hashlib.new(algorithm, text.encode()).hexdigest()
+
+    ha1 = h(f"{username}:{p['realm']}:{password}")
+    ha2 = h(f"{method}:{p['uri']}")
     if p.get("qop"):
-        expected = _md5(f"{ha1}:{p['nonce']}:{p['nc']}:{p['cnonce']}:{p['qop']}:{ha2}")
+        expected = h(f"{ha1}:{p['nonce']}:{p['nc']}:{p['cnonce']}:{p['qop']}:{ha2}")
     else:
-        expected = _md5(f"{ha1}:{p['nonce']}:{ha2}")
+        expected = h(f"{ha1}:{p['nonce']}:{ha2}")
     return p.get("response") == expected
 
 

@@ -7,6 +7,7 @@ a client scenario.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -85,6 +86,9 @@ class Phone:
             "user": self.user, "domain": self.domain, "password": self.password,
             "contact_host": "127.0.0.1", "contact_port": self.port, "expires": 300,
             "ua": self.user_agent,
+            # What the notify-challenge scenarios challenge our NOTIFY with.
+            "challenge": f'Digest realm="{self.domain}", nonce="{secrets.token_hex(8)}", '
+                         'algorithm=MD5, qop="auth"',
         }
         values.update(extra)
         return values
@@ -106,12 +110,9 @@ class Phone:
 
     def answer(self, scenario: str, timeout: float = 20, resyncs: int = 1,
                **keys: str | int) -> Answerer:
-        """Start this phone's UAS side on its contact port, answering `resyncs` NOTIFYs.
-
-        A challenged NOTIFY and its answer are two calls (the answer has its own Call-ID).
-        """
-        calls = resyncs * (2 if "challenge" in scenario else 1)
-        return Answerer(self, scenario, timeout, self.keys(**keys), calls)
+        """Start this phone's UAS side on its contact port, answering `resyncs` NOTIFYs (a
+        challenged NOTIFY and its answer are one call: the answer is in the same dialog)."""
+        return Answerer(self, scenario, timeout, self.keys(**keys), resyncs)
 
 
 class Answerer:

@@ -78,12 +78,27 @@ def resync_cli(settings: Settings, mac: str, wait: float = 15) -> tuple[int, dic
     return result.returncode, json.loads(result.stdout)
 
 
-def check_notify_on_the_wire(message: str, sub: Subscriber, event: str) -> None:
+def check_notify_on_the_wire(message: str, sub: Subscriber, event: str,
+                             state: str = "active") -> None:
     assert sipdigest.header(message, "Event") == event
-    assert sipdigest.header(message, "Subscription-State") == "active"
+    assert sipdigest.header(message, "Subscription-State") == state
     from_, to = sipdigest.header(message, "From"), sipdigest.header(message, "To")
     assert from_ is not None and from_.startswith(f"<sip:{sub.aor}>;tag=")
-    assert to == f"<sip:{sub.aor}>"
+    assert to == f"<sip:{sub.aor}>"  # no To tag: it starts no dialog of ours
+    assert sipdigest.header(message, "Max-Forwards") == "70"
+    contact = sipdigest.header(message, "Contact")
+    assert contact is not None and contact.startswith("<sip:autoprov@127.0.0.1:"), contact
+    assert contact.endswith(";transport=udp>") or contact.endswith(";transport=tcp>"), contact
+
+
+def check_answer_in_dialog(first: str, answer: str) -> None:
+    """RFC 3261 8.1.3.5 / 22.2: the answer to a challenge keeps Call-ID, From (tag) and To, and
+    raises the CSeq."""
+    for name in ("Call-ID", "From", "To"):
+        assert sipdigest.header(answer, name) == sipdigest.header(first, name), name
+    first_cseq = str(sipdigest.header(first, "CSeq")).split()
+    answer_cseq = str(sipdigest.header(answer, "CSeq")).split()
+    assert answer_cseq == [str(int(first_cseq[0]) + 1), "NOTIFY"], (first_cseq, answer_cseq)
 
 
 def test_phone_challenging_with_401_gets_the_line_credentials(
@@ -97,6 +112,8 @@ def test_phone_challenging_with_401_gets_the_line_credentials(
     assert phone_side.ok and "AUTH-VERIFIED" in phone_side.output, phone_side.output
     first, retry = phone_side.received("NOTIFY")
     check_notify_on_the_wire(first, dev.sub, "check-sync;reboot=false")
+    check_notify_on_the_wire(retry, dev.sub, "check-sync;reboot=false")
+    check_answer_in_dialog(first, retry)
     assert sipdigest.header(first, "Authorization") is None
     auth = sipdigest.header(retry, "Authorization")
     assert auth and sipdigest.valid(auth, "NOTIFY", dev.sub.username, dev.sub.password)
@@ -114,11 +131,89 @@ def test_phone_challenging_with_407_gets_proxy_authorization(
         code, info = resync_cli(settings, dev.mac)
         phone_side = uas.result()
 
+    assert phone_side.ok and "ANSWER-IN-DIALOG" in phone_side.output, phone_side.output
     first, retry = phone_side.received("NOTIFY")
     check_notify_on_the_wire(first, dev.sub, "check-sync")
+    check_answer_in_dialog(first, retry)
     auth = sipdigest.header(retry, "Proxy-Authorization")
     assert auth and sipdigest.valid(auth, "NOTIFY", dev.sub.username, dev.sub.password)
     assert code == 0 and info["contacts"][0]["outcome"] == "accepted"
+
+
+@pytest.mark.parametrize("challenge", [
+    'Digest realm="phone", nonce="abc123", algorithm=SHA-256, qop="auth"',
+    'Digest realm="phone", nonce="abc123", algorithm=MD5, qop="auth,auth-int", opaque="op4q"',
+    'Digest realm="phone", nonce="abc123"',  # RFC 2069 style: no qop, no algorithm
+])
+def test_challenge_variants_are_answered_in_one_round(
+    registered_device: Callable[..., Device], settings: Settings, challenge: str
+) -> None:
+    dev = registered_device()
+    with dev.phone.answer("notify-challenge", challenge=challenge) as uas:
+        code, info = resync_cli(settings, dev.mac)
+        phone_side = uas.result()
+
+    assert phone_side.ok and "ANSWER-IN-DIALOG" in phone_side.output, phone_side.output
+    first, retry = phone_side.received("NOTIFY")
+    check_answer_in_dialog(first, retry)
+    auth = str(sipdigest.header(retry, "Authorization"))
+    wanted = sipdigest.params(challenge)
+    got = sipdigest.params(auth)
+    assert sipdigest.valid(auth, "NOTIFY", dev.sub.username, dev.sub.password), auth
+    assert got.get("algorithm", "MD5") == wanted.get("algorithm", "MD5")
+    assert got.get("opaque") == wanted.get("opaque")
+    assert got.get("qop") == ("auth" if "qop" in wanted else None)
+    assert code == 0
+    assert (info["contacts"][0]["outcome"], info["contacts"][0]["challenged"]) == \
+        ("accepted", True)
+
+
+def test_stale_nonce_is_answered_once_more_with_the_new_nonce(
+    registered_device: Callable[..., Device], settings: Settings
+) -> None:
+    dev = registered_device()
+    with dev.phone.answer("notify-challenge-stale") as uas:
+        code, info = resync_cli(settings, dev.mac)
+        phone_side = uas.result()
+
+    assert phone_side.ok, phone_side.output
+    first, answer, again = phone_side.received("NOTIFY")
+    check_answer_in_dialog(first, answer)
+    check_answer_in_dialog(answer, again)
+    auth = str(sipdigest.header(again, "Authorization"))
+    assert sipdigest.params(auth)["nonce"].startswith("n2")
+    assert sipdigest.valid(auth, "NOTIFY", dev.sub.username, dev.sub.password)
+    assert code == 0 and info["contacts"][0]["outcome"] == "accepted"
+
+
+def test_answer_to_a_challenge_that_gets_no_reply_is_no_answer(
+    registered_device: Callable[..., Device], settings: Settings
+) -> None:
+    dev = registered_device()
+    with dev.phone.answer("notify-challenge-silent", timeout=30) as uas:
+        code, info = resync_cli(settings, dev.mac, wait=20)
+        uas.result()
+    assert code == 1
+    [contact] = info["contacts"]
+    assert (contact["outcome"], contact["challenged"]) == ("no_answer", True)
+
+
+def test_subscription_state_is_the_vendors_and_sql_changes_it(
+    registered_device: Callable[..., Device], settings: Settings,
+    conn: psycopg.Connection[Any],
+) -> None:
+    dev = registered_device(vendor="panasonic", model="KX-UT136")
+    conn.execute("UPDATE autoprov.vendor SET notify_subscription_state = "
+                 "'terminated;reason=noresource' WHERE name = 'panasonic'")
+    try:
+        with dev.phone.answer("notify-accept") as uas:
+            code, _ = resync_cli(settings, dev.mac)
+            [notify] = uas.result().received("NOTIFY")
+    finally:
+        conn.execute("UPDATE autoprov.vendor SET notify_subscription_state = 'active' "
+                     "WHERE name = 'panasonic'")
+    check_notify_on_the_wire(notify, dev.sub, "check-sync", "terminated;reason=noresource")
+    assert code == 0
 
 
 def test_event_can_be_overridden_per_model_in_configuration(
