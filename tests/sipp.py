@@ -84,7 +84,8 @@ class Phone:
     def keys(self, **extra: str | int) -> dict[str, str | int]:
         values: dict[str, str | int] = {
             "user": self.user, "domain": self.domain, "password": self.password,
-            "contact_host": "127.0.0.1", "contact_port": self.port, "expires": 300,
+            "contact_host": f"[{self.local_ip}]" if ":" in self.local_ip else self.local_ip,
+            "contact_port": self.port, "expires": 300,
             "ua": self.user_agent,
             # What the notify-challenge scenarios challenge our NOTIFY with.
             "challenge": f'Digest realm="{self.domain}", nonce="{secrets.token_hex(8)}", '
@@ -124,7 +125,7 @@ class Answerer:
         self._timeout = timeout
         self._port = phone.port
         cmd = _sipp_command(scenario, phone.port, phone.transport, timeout, keys, self._work.name,
-                            calls)
+                            calls, local_ip=phone.local_ip)
         self._proc = subprocess.Popen(cmd, cwd=self._work.name, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True)
 
