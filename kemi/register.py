@@ -48,10 +48,10 @@ def _database_away() -> None:
     reply(503, "Service Unavailable", f"Retry-After: {credentials.RETRY_AFTER_S}")
 
 
-def _authenticate(realm: str) -> int | None:
-    """auth_check's result, from the cached HA1 when this phone was verified before (no query),
-    else from `subscriber`; None when the database is away and the phone unknown (503 sent)."""
-    user = pv("$au")
+def _authenticate(realm: str, user: str) -> int | None:
+    """auth_check's result for the credentials' user `user` ($au), from the cached HA1 when this
+    phone was verified before (no query), else from `subscriber`; None when the database is away
+    and the phone unknown (503 sent). Every check also requires `user` to be the To user."""
     if not user:
         return NO_CREDENTIALS  # the first REGISTER of each registration: a challenge, no lookup
     cached = credentials.check_cached(user, realm)
@@ -81,7 +81,8 @@ def handle() -> None:
     if not realm:
         reply(400, "Missing To Domain")
         return
-    result = _authenticate(realm)
+    user = pv("$au")
+    result = _authenticate(realm, user)
     if result is None:
         return  # answered 503: the database is away and this phone is not known here
     if result < 0:
@@ -97,8 +98,8 @@ def handle() -> None:
         reply(403, "Forbidden")
         ban.auth_failed(pv("$si"))
         return
-    KSR.auth.consume_credentials()
-    user = pv("$tU")
+    # The credentials' user is the To user (checked above); the REGISTER is answered here, so its
+    # credentials need not be removed (consume_credentials) as before forwarding a request.
     aor = f"{user}@{realm}"
     # Checked once the phone is authenticated (a challenge saves nothing, and tells a stranger
     # nothing), and not again for the refresh of a binding whose Contact passed before, byte
