@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from autoprov import db, logpipe
+from autoprov import db, logpipe, tls
 from autoprov.config import ROOT, Settings
 
 RPC_TIMEOUT = 5.0
@@ -44,11 +44,35 @@ def site_cfg(settings: Settings, main: Path | None = None,
     path = settings.run_dir / name
     url = db.kamailio_url(db.url(settings)).replace("\\", "\\\\").replace('"', '\\"')
     included = (main or settings.kamailio_cfg).resolve()
-    text = f'#!define DBURL "{url}"\ninclude_file "{included}"\n'
+    text = f'#!define DBURL "{url}"\n'
+    if any(address.lower().startswith("tls:") for address in settings.sip_listen):
+        text += f'#!define WITH_TLS 1\n#!define TLS_CONFIG "{_tls_config(settings)}"\n'
+    text += f'include_file "{included}"\n'
     fd, temp = tempfile.mkstemp(prefix=".kamailio-site.", dir=settings.run_dir)  # mode 0600
     with os.fdopen(fd, "w") as file:
         file.write(text)
     os.replace(temp, path)
+    return path
+
+
+# tls_min_version as the tls module writes it (its `method`).
+_TLS_METHODS = {"1.0": "TLSv1+", "1.1": "TLSv1.1+", "1.2": "TLSv1.2+", "1.3": "TLSv1.3"}
+
+
+def _tls_config(settings: Settings) -> Path:
+    """The tls module's profiles for `tls:` SIP sockets: our server certificate (the one the
+    HTTPS port uses, development material made when none is configured), tls_min_version."""
+    tls.ensure_dev_material(settings)
+    cert, key = tls.server_files(settings)
+    method = _TLS_METHODS.get(settings.tls_min_version, "TLSv1.2+")
+    # Phones show no client certificate to a SIP server; the proxy authenticates them by digest.
+    text = (f"[server:default]\nmethod = {method}\nverify_certificate = no\n"
+            f"require_certificate = no\ncertificate = {cert.resolve()}\n"
+            f"private_key = {key.resolve()}\n\n"
+            f"[client:default]\nmethod = {method}\nverify_certificate = no\n"
+            f"require_certificate = no\n")
+    path = settings.run_dir / "kamailio-tls.cfg"
+    path.write_text(text)
     return path
 
 
