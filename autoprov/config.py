@@ -38,6 +38,10 @@ class Settings:
     kamailio_binary: str = "kamailio"
     # Kamailio's listen sockets, in its own syntax (proto:address:port).
     sip_listen: tuple[str, ...] = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+    # The transport the configs we serve tell phones to use (udp, tcp or tls; a device's own
+    # autoprov.device.sip_transport wins), with the port of the first socket of it in sip_listen;
+    # empty: the first socket's.
+    sip_transport: str = ""
     sip_children: int = 4
     sip_shm_mb: int = 256
     sip_debug: int = 2
@@ -217,4 +221,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                  "admin_tls_cert", "admin_tls_key"):
         if chosen.get(name):
             chosen[name] = str((base / chosen[name]).resolve())
+    transport = chosen.get("sip_transport", "")
+    if transport not in ("", "udp", "tcp", "tls"):
+        raise ConfigError(f"configuration key 'sip_transport': {transport!r} is not udp, tcp "
+                          "or tls")
+    if transport and not any(a.lower().startswith(transport + ":")
+                             for a in chosen.get("sip_listen", defaults.sip_listen)):
+        raise ConfigError(f"configuration key 'sip_transport': {transport!r}, but sip_listen "
+                          "has no such socket")
     return Settings(**chosen)

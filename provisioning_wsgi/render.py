@@ -16,7 +16,7 @@ import re
 import threading
 import time
 import types
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -57,6 +57,8 @@ class Device:
     mac: str
     vendor: str
     model: str
+    # The device's own SIP transport for its configs (NULL in SQL: sip_transport's).
+    sip_transport: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,20 +103,26 @@ def urls(settings: Settings) -> dict[str, str]:
     }
 
 
-def sip_server(settings: Settings) -> dict[str, Any]:
-    """Where phones send SIP: public_host, with the port and transport of the first listener."""
+SIP_TRANSPORTS = ("udp", "tcp", "tls")
+
+
+def sip_servers(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Where phones send SIP, per transport the proxy listens on: public_host and the port of
+    the first socket of that transport. Key "": sip_transport's (the first socket's if unset)."""
+    servers: dict[str, dict[str, Any]] = {}
+    host = settings.public_host
     for address in settings.sip_listen:
         try:
             proto, _host, port = sipprobe.parse_listen(address)
         except ValueError:
             continue
-        if proto in ("udp", "tcp", "tls"):
-            break
-    else:
-        proto, port = "udp", 5060
-    host = settings.public_host
-    return {"host": host, "port": port, "transport": proto,
-            "hostport": f"{host_for_url(host)}:{port}"}
+        if proto in SIP_TRANSPORTS and proto not in servers:
+            servers[proto] = {"host": host, "port": port, "transport": proto,
+                              "hostport": f"{host_for_url(host)}:{port}"}
+    default = settings.sip_transport or next(iter(servers), "udp")
+    servers[""] = servers.get(default) or {"host": host, "port": 5060, "transport": default,
+                                           "hostport": f"{host_for_url(host)}:5060"}
+    return servers
 
 
 def template_files(roots: list[Path]) -> Hashable:
@@ -156,7 +164,9 @@ class Renderer:
                               for name, vendor in VENDORS.items()}
         self._urls = urls(settings)
         # Settings do not change while the renderer lives; read-only, as every render shares it.
-        self._sip = types.MappingProxyType(sip_server(settings))
+        self._sip: dict[str, Mapping[str, Any]] = {
+            proto: types.MappingProxyType(server)
+            for proto, server in sip_servers(settings).items()}
         self._choices: dict[tuple[str, ...], jinja2.Template] = {}
         self._generation = 0
         self._files = template_files(self._roots)
@@ -170,13 +180,22 @@ class Renderer:
 
     def config(self, requested: Requested, device: Device | None, lines: list[Line]) -> Rendered:
         """The full file for the TLS port."""
-        extra: dict[str, Any] = {"sip": self._sip, "lines": lines}
+        extra: dict[str, Any] = {"sip": self._sip_for(device), "lines": lines}
         if device is not None:
             by_number = {line.number: line for line in lines}
             count = max([requested.vendor.line_slots, *by_number])
             extra["slots"] = [(n, by_number.get(n)) for n in range(1, count + 1)]
             self._warn_unrepresentable(requested.vendor, device, lines)
         return self._render(requested, "config", device, extra)
+
+    def _sip_for(self, device: Device | None) -> Mapping[str, Any]:
+        """The device's own transport where the proxy listens on it, else sip_transport's."""
+        wanted = device.sip_transport if device is not None else None
+        if wanted and wanted not in self._sip:
+            log.warning("device mac=%s sip_transport=%s: the proxy has no such socket "
+                        "(sip_listen), its configs name %s", device.mac if device else "",
+                        wanted, self._sip[""]["transport"])
+        return self._sip.get(wanted or "", self._sip[""])
 
     def _render(self, requested: Requested, port: str, device: Device | None,
                 extra: dict[str, Any]) -> Rendered:

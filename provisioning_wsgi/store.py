@@ -86,14 +86,14 @@ class Store:
 
 def find_device(conn: Conn, mac: str) -> tuple[Device, str] | None:
     row = conn.execute(
-        "SELECT id, mac, vendor, model, pg_current_snapshot()::text"
+        "SELECT id, mac, vendor, model, sip_transport, pg_current_snapshot()::text"
         "  FROM autoprov.device WHERE mac = %s", (mac,)
     ).fetchone()
-    return (Device(*row[:4]), row[4]) if row else None
+    return (Device(*row[:5]), row[5]) if row else None
 
 
 _DEVICE_WITH_LINES = """
-SELECT d.id, d.mac, d.vendor, d.model, pg_current_snapshot()::text,
+SELECT d.id, d.mac, d.vendor, d.model, d.sip_transport, pg_current_snapshot()::text,
        l.line_no, s.username, s.domain, s.password, l.display_name
   FROM autoprov.device d
   LEFT JOIN autoprov.device_line l ON l.device_id = d.id
@@ -108,6 +108,6 @@ def find_device_with_lines(conn: Conn, mac: str) -> tuple[Device, list[Line], st
     rows = conn.execute(_DEVICE_WITH_LINES, (mac,)).fetchall()
     if not rows:
         return None
-    device = Device(*rows[0][:4])
-    lines = [Line(r[5], r[6], r[7], r[8] or "", r[9] or "") for r in rows if r[5] is not None]
-    return device, lines, rows[0][4]
+    device = Device(*rows[0][:5])
+    lines = [Line(r[6], r[7], r[8], r[9] or "", r[10] or "") for r in rows if r[6] is not None]
+    return device, lines, rows[0][5]
