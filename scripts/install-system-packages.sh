@@ -11,6 +11,8 @@ packages=(
   nginx
   # The operators' pages are tested in a real browser (Playwright drives Debian's build).
   chromium
+  # A real SIP user agent registers through the proxy and gets its check-sync in make test.
+  baresip-core
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,89 @@
+"""A real user agent (Debian's baresip) registered through the proxy gets the check-sync NOTIFY,
+over UDP and over TLS; whatever it answers is the recorded outcome."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from autoprov import stack
+from autoprov.config import Settings
+from tests.conftest import (
+    RunningService,
+    autoprov_cli,
+    eventually,
+    make_settings,
+    random_mac,
+    start_kamailio,
+)
+from tests.ports import free_port
+
+
+@pytest.fixture
+def proxy(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, int, int]]:
+    udp, tls = free_port(), free_port()
+    own = make_settings(tmp_path / "var", db_url=settings.db_url,
+                        sip_listen=(f"udp:127.0.0.1:{udp}", f"tls:127.0.0.1:{tls}"))
+    running: RunningService = start_kamailio(own)
+    yield own, udp, tls
+    stack.stop(running.service)
+
+
+def _baresip(work: Path, account: str, seconds: int) -> subprocess.Popen[str]:
+    work.mkdir()
+    (work / "config").write_text(
+        f"sip_listen\t\t127.0.0.1:{free_port()}\n"
+        "net_interface\t\t127.0.0.1\n"
+        "sip_verify_server\tno\n"
+        "module_path\t\t/usr/lib/baresip/modules\n"
+        "module\t\t\tg711.so\n"
+        "module\t\t\tausine.so\n"
+        "module_app\t\taccount.so\n"
+        "audio_player\t\tausine,nil\naudio_source\t\tausine,440\naudio_alert\t\tausine,nil\n")
+    (work / "accounts").write_text(account + "\n")
+    return subprocess.Popen(["baresip", "-4", "-s", "-f", str(work), "-t", str(seconds)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tls"])
+def test_baresip_gets_the_check_sync_and_its_answer_is_the_outcome(
+    proxy: tuple[Settings, int, int], conn: psycopg.Connection[Any], new_subscriber: Any,
+    tmp_path: Path, transport: str,
+) -> None:
+    own, udp, tls = proxy
+    sub = new_subscriber()
+    mac = random_mac()
+    autoprov_cli(own, "device", "add", mac, "--vendor", "yealink", "--model", "T46U",
+                 "--line", f"1={sub.aor}", check=True)
+    port = udp if transport == "udp" else tls
+    account = (f"<sip:{sub.aor};transport={transport}>;auth_pass={sub.password};"
+               f"outbound=\"sip:127.0.0.1:{port};transport={transport}\";regint=300")
+    ua = _baresip(tmp_path / "baresip", account, 30)
+
+    def outcome() -> list[tuple[Any, ...]]:
+        return conn.execute("SELECT outcome, code FROM autoprov.resync_status WHERE mac = %s"
+                            " AND outcome IS NOT NULL AND outcome NOT IN ('queued', 'sent')",
+                            (mac,)).fetchall()
+
+    # Its first REGISTER sends the device's first check-sync.
+    recorded = eventually(outcome, timeout=10)
+    rows = conn.execute("SELECT socket FROM location WHERE username = %s",
+                        (sub.username,)).fetchall()
+    ua.terminate()  # it unregisters, and its trace is complete
+    out, _ = ua.communicate(timeout=30)
+    assert recorded, out[-3000:]
+    [(state, code)] = recorded
+    notify = re.search(r"NOTIFY sip:\S+ SIP/2.0.*?Event: check-sync", out, re.S)
+    assert notify, out[-3000:]
+    answered = re.findall(r"SIP/2.0 (\d{3}) [^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*?CSeq: \d+ NOTIFY",
+                          out)
+    assert answered and int(answered[-1]) == code, (answered, code, out[-3000:])
+    assert state == ("accepted" if 200 <= code < 300 else "refused")
+    assert rows and rows[0][0].startswith(f"{transport}:127.0.0.1:{port}")
