@@ -64,6 +64,14 @@ class Settings:
     sip_auth_cache_s: int = 86400
     # Retry-After of the 503 a REGISTER gets when the database is away and its phone is unknown.
     sip_db_retry_after_s: int = 30
+    # Calls: where calls to numbers that are no local subscriber, and to other domains, go
+    # (a SIP URI, e.g. sip:pbx.example.com:5060;transport=udp; empty: nowhere, 404).
+    sip_upstream: str = ""
+    # What a number is: a Request-URI user matching this.
+    sip_upstream_pattern: str = r"^\+?[0-9]+$"
+    # Addresses (CIDRs) whose requests need no digest and may reach local subscribers; the
+    # upstream's own address is trusted too.
+    sip_trusted_sources: tuple[str, ...] = ()
     # The logs `make up` writes (var/log/*.log) rotate at this size, keeping log_keep old files.
     log_max_mb: int = 100
     log_keep: int = 5

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import KSR
 
-from kemi import ban, bindings, credentials, register, resync
-from kemi.sip import reply
+from kemi import ban, bindings, credentials, proxy, register, resync
+from kemi.sip import pv, reply
 
-ALLOW = "Allow: REGISTER, OPTIONS"
+ALLOW = ("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY, "
+         "PRACK, MESSAGE, SUBSCRIBE")
 KEEPALIVE_REASON = "Keepalive"
 
 
@@ -27,15 +28,10 @@ class Router:
         # built for every message of a fleet's keepalives and refreshes.
         if KSR.is_REGISTER():
             register.handle()
-        elif KSR.is_OPTIONS():
-            reply(200, KEEPALIVE_REASON, ALLOW)
-        elif KSR.is_ACK():
-            pass  # nothing to acknowledge: we answer statelessly
-        elif KSR.is_CANCEL():
-            reply(481, "Call/Transaction Does Not Exist")
+        elif KSR.is_OPTIONS() and not pv("$rU"):
+            reply(200, KEEPALIVE_REASON, ALLOW)  # a keepalive to the proxy itself
         else:
-            # This proxy registers phones and sends them NOTIFYs; it routes no calls.
-            reply(405, "Method Not Allowed", ALLOW)
+            proxy.route()  # calls and everything else a phone sends
         return 1
 
     def ksr_reply_route(self, msg: object) -> int:

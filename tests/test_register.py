@@ -130,20 +130,23 @@ def _send_raw(sip_proxy: tuple[str, int], data: bytes, timeout: float = 2) -> by
             return None
 
 
-def test_method_it_does_not_serve_gets_405_with_allow(
-    kamailio: RunningService, sip_proxy: tuple[str, int]
+def test_invite_without_credentials_is_challenged_and_options_lists_the_methods(
+    kamailio: RunningService, sip_proxy: tuple[str, int], new_subscriber: Any
 ) -> None:
+    sub = new_subscriber()
     invite = (
-        b"INVITE sip:bob@example.test SIP/2.0\r\n"
-        b"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKinv1;rport\r\n"
-        b"Max-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=a1\r\n"
-        b"To: <sip:bob@example.test>\r\nCall-ID: inv-1@test\r\nCSeq: 1 INVITE\r\n"
-        b"Contact: <sip:alice@127.0.0.1:5999>\r\nContent-Length: 0\r\n\r\n"
-    )
+        f"INVITE sip:bob@example.test SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKinv1;rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:{sub.aor}>;tag=a1\r\n"
+        f"To: <sip:bob@example.test>\r\nCall-ID: inv-1@test\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:{sub.username}@127.0.0.1:5999>\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
     answer = _send_raw(sip_proxy, invite)
     assert answer is not None
-    assert answer.startswith(b"SIP/2.0 405 Method Not Allowed")
-    assert b"Allow: REGISTER, OPTIONS" in answer
+    assert answer.startswith(b"SIP/2.0 407 ")
+    assert b'Proxy-Authenticate: Digest realm="example.test"' in answer
+    keepalive = sipprobe.options("udp", *sip_proxy)
+    assert keepalive == (200, "Keepalive")
 
 
 def test_broken_sip_message_is_refused_and_the_proxy_keeps_serving(

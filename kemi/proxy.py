@@ -1,0 +1,198 @@
+"""Calls through the proxy: every request but REGISTER and our own keepalive, in the stages of
+Kamailio's reference KEMI script (kamailio-basic-kemi-python.py): NAT detection, CANCEL and
+retransmissions, in-dialog requests (loose routing), authentication, then the destination:
+a local subscriber's contacts (forked in parallel), the upstream, or a clear refusal.
+
+- A local subscriber (From in one of our domains) authenticates every out-of-dialog request with
+  a 407 digest; its From user must be the authenticated user (403 and a fail2ban line as for
+  REGISTER, counted towards the same ban).
+- Requests from the upstream's address and from sip_trusted_sources need no digest.
+- Our domains are those of the subscribers (and our own addresses). A user there with bindings
+  gets the request on all of them at once (the first 200 wins, tm CANCELs the others); a
+  subscriber with none gets 480; a number (sip_upstream_pattern) that is no subscriber, and any
+  other domain, goes to sip_upstream; anything else is 404.
+- NAT: force_rport for every request; a first hop behind NAT gets its Contact aliased
+  (set_contact_alias), which in-dialog requests undo (handle_ruri_alias), so the answer of a
+  phone behind NAT reaches it where it is, not at its private address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import time
+
+import KSR
+import psycopg
+
+from autoprov import config
+from kemi import ban, db
+from kemi.sip import pv, reply, source
+
+_settings = config.load()
+_NUMBER = re.compile(_settings.sip_upstream_pattern)
+_UPSTREAM = _settings.sip_upstream
+_REFUSED = {-2: "invalid-password", -3: "unknown-user", -8: "user-mismatch"}
+DOMAINS_TTL_S = 10.0
+LOGGED_MAX = 128
+
+
+def _upstream_addresses(uri: str) -> set[str]:
+    """The addresses the upstream's host name stands for (trusted like sip_trusted_sources)."""
+    match = re.match(r"sips?:(?:[^@]*@)?(\[[^\]]+\]|[^:;>]+)", uri)
+    if not match:
+        return set()
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(match.group(1).strip("[]"), None)}
+    except OSError:
+        return set()
+
+
+_TRUSTED = [ipaddress.ip_network(cidr, strict=False) for cidr in _settings.sip_trusted_sources]
+_UPSTREAM_ADDRESSES = _upstream_addresses(_UPSTREAM) if _UPSTREAM else set()
+
+_domains: set[str] = set()
+_domains_read = 0.0
+
+
+def _loggable(text: str) -> str:
+    return "".join(c if c.isprintable() and not c.isspace() else "?" for c in text[:LOGGED_MAX])
+
+
+def _trusted(address: str) -> bool:
+    if address in _UPSTREAM_ADDRESSES:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in _TRUSTED)
+
+
+def _our_domain(domain: str) -> bool:
+    """A domain some subscriber is in (read at most every DOMAINS_TTL_S), or one of our own
+    addresses."""
+    global _domains, _domains_read
+    now = time.monotonic()
+    if now - _domains_read > DOMAINS_TTL_S:
+        try:
+            _domains = {str(r[0]).lower() for r in
+                        db.query("SELECT DISTINCT domain FROM subscriber")}
+            _domains_read = now
+        except psycopg.Error:
+            pass  # the domains known last
+    return domain.lower() in _domains or KSR.is_myself(f"sip:{domain}")
+
+
+def _is_subscriber(user: str, domain: str) -> bool:
+    try:
+        return bool(db.query("SELECT 1 FROM subscriber WHERE username = %s AND domain = %s",
+                             (user, domain)))
+    except psycopg.Error:
+        return True  # cannot tell: "not available now" is the safer answer than "no such user"
+
+
+def route() -> None:
+    """Every request Router does not answer itself."""
+    _detect_nat()
+    if KSR.is_CANCEL():
+        if KSR.tm.t_check_trans() > 0:
+            _relay()
+        return
+    if KSR.siputils.has_totag() > 0:
+        _within_dialog()
+        return
+    if KSR.tmx.t_precheck_trans() > 0:
+        KSR.tm.t_check_trans()  # a retransmission: tm answers it from the transaction
+        return
+    if KSR.tm.t_check_trans() == 0:
+        return
+    if KSR.is_ACK():
+        return  # an ACK for nothing we sent: absorbed
+    if not _authorized():
+        return
+    KSR.hdr.remove("Route")
+    if KSR.is_method_in("IS"):  # INVITE, SUBSCRIBE: stay in the dialog's path
+        KSR.rr.record_route()
+    _to_destination()
+
+
+def _detect_nat() -> None:
+    KSR.force_rport()
+    if KSR.nathelper.nat_uac_test(19) > 0 and KSR.siputils.is_first_hop() > 0:
+        KSR.nathelper.set_contact_alias()
+
+
+def _within_dialog() -> None:
+    if KSR.rr.loose_route() > 0:
+        if not KSR.isdsturiset():
+            KSR.nathelper.handle_ruri_alias()
+        _relay()
+        return
+    if KSR.is_ACK():
+        if KSR.tm.t_check_trans() > 0:
+            _relay()
+        return  # an ACK of a reply we sent ourselves, or stray: absorbed
+    reply(404, "Not Here")
+
+
+def _authorized() -> bool:
+    """Out of dialog: the upstream and trusted sources pass; a local subscriber authenticates
+    with its own account; anyone else is refused."""
+    if _trusted(pv("$si")):
+        return True
+    realm = pv("$fd")
+    if not realm or not _our_domain(realm):
+        KSR.warn(f"autoprov relay refused method={_loggable(pv('$rm'))} "
+                 f"from_domain={_loggable(realm)} from={source()}\n")
+        reply(403, "Forbidden")
+        return False
+    result = int(KSR.auth_db.auth_check(realm, "subscriber", 1))
+    if result > 0:
+        KSR.auth.consume_credentials()
+        return True
+    reason = _REFUSED.get(result)
+    if reason is None:
+        KSR.auth.auth_challenge(realm, 1)  # 407 outside REGISTER
+        return False
+    KSR.warn(f"autoprov auth failed method={_loggable(pv('$rm'))} "
+             f"user={_loggable(pv('$au') + '@' + realm)} aor={_loggable(pv('$fu'))} "
+             f"reason={reason} from={source()}\n")
+    reply(403, "Forbidden")
+    ban.auth_failed(pv("$si"))
+    return False
+
+
+def _to_destination() -> None:
+    user, domain = pv("$rU"), pv("$rd")
+    if not _our_domain(domain):
+        _to_upstream()
+        return
+    if not user:
+        reply(484, "Address Incomplete")
+        return
+    found = int(KSR.registrar.lookup("location"))
+    if found > 0:
+        _relay()  # every contact a branch: parallel forking
+    elif found == -2:
+        reply(405, "Method Not Allowed")
+    elif _is_subscriber(user, domain):
+        reply(480, "Temporarily Unavailable")
+    elif _NUMBER.match(user):
+        _to_upstream()
+    else:
+        reply(404, "Not Found")
+
+
+def _to_upstream() -> None:
+    if not _UPSTREAM:
+        reply(404, "Not Found")
+        return
+    KSR.setdsturi(_UPSTREAM)
+    _relay()
+
+
+def _relay() -> None:
+    if KSR.tm.t_relay() < 0:
+        KSR.sl.sl_reply_error()

@@ -1,0 +1,131 @@
+"""Calls through the proxy between real sipp phones: authentication, parallel forking, refusals
+passed back, the upstream and trusted sources."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoprov import stack
+from autoprov.config import Settings
+from tests.conftest import RunningService, Subscriber, make_settings, start_kamailio
+from tests.ports import free_port
+from tests.sipp import Phone
+
+
+def _call(caller: Phone, callee: str, domain: str = "example.test", **keys: str) -> str:
+    result = caller.run("call-uac", callee=callee, callee_domain=domain, **keys)
+    assert result.ok, result.output
+    return result.output + result.messages
+
+
+def test_a_subscriber_calls_another(kamailio: RunningService, new_subscriber: Any,
+                                    phone_for: Any) -> None:
+    alice, bob = new_subscriber(), new_subscriber()
+    bob_phone = phone_for(bob)
+    assert bob_phone.register().ok
+    with bob_phone.answer("call-uas") as uas:
+        trace = _call(phone_for(alice), bob.username)
+        callee_side = uas.result()
+    assert "CALL-ANSWERED" in trace and "CALL-ENDED" in trace
+    assert callee_side.ok and "CALL-TAKEN" in callee_side.output, callee_side.output
+    [invite] = callee_side.received("INVITE")
+    assert "Record-Route: <sip:127.0.0.1" in invite  # BYE and ACK come through the proxy
+    assert "Proxy-Authorization" not in invite  # credentials stay with the proxy
+
+
+def test_a_call_forks_to_every_contact_and_the_first_answer_wins(
+    kamailio: RunningService, new_subscriber: Any, phone_for: Any
+) -> None:
+    alice, bob = new_subscriber(), new_subscriber()
+    desk, mobile = phone_for(bob), phone_for(bob)
+    assert desk.register().ok and mobile.register().ok
+    with desk.answer("call-uas") as answering, mobile.answer("call-uas-ringing") as ringing:
+        trace = _call(phone_for(alice), bob.username)
+        answered, canceled = answering.result(), ringing.result()
+    assert "CALL-ANSWERED" in trace
+    assert "CALL-TAKEN" in answered.output, answered.output
+    assert "CALL-CANCELED" in canceled.output, canceled.output
+
+
+@pytest.mark.parametrize("case", ["no-such-user", "not-registered", "busy"])
+def test_refusals_reach_the_caller(kamailio: RunningService, new_subscriber: Any,
+                                   phone_for: Any, case: str) -> None:
+    alice, bob = new_subscriber(), new_subscriber()
+    expected = {"no-such-user": "404", "not-registered": "480", "busy": "486"}[case]
+    if case == "busy":
+        bob_phone = phone_for(bob)
+        assert bob_phone.register().ok
+        with bob_phone.answer("call-uas-busy") as uas:
+            trace = _call(phone_for(alice), bob.username)
+            assert "CALL-BUSY" in uas.result().output
+    else:
+        callee = "nobody-here" if case == "no-such-user" else bob.username
+        trace = _call(phone_for(alice), callee)
+    assert "FINAL-REFUSED" in trace
+    assert f"SIP/2.0 {expected} " in trace, trace[-2000:]
+
+
+def test_a_caller_using_another_users_from_is_refused_and_logged(
+    kamailio: RunningService, new_subscriber: Any, phone_for: Any
+) -> None:
+    alice, bob, carol = new_subscriber(), new_subscriber(), new_subscriber()
+    result = phone_for(alice).run("call-uac", callee=carol.username,
+                                  callee_domain="example.test", user=bob.username)
+    assert "SIP/2.0 403 " in result.messages, result.output
+    log = kamailio.wait_for_log(f"user={alice.aor}")
+    assert "reason=user-mismatch" in log and "method=INVITE" in log
+
+
+@pytest.fixture
+def with_upstream(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Phone]]:
+    """A proxy whose upstream PBX is a sipp on 127.0.0.2, and which trusts 127.0.0.3."""
+    up_port, port = free_port(), free_port()
+    own = make_settings(tmp_path / "var", db_url=settings.db_url,
+                        sip_listen=(f"udp:127.0.0.1:{port}",),
+                        sip_upstream=f"sip:127.0.0.2:{up_port};transport=udp",
+                        sip_trusted_sources=("127.0.0.3/32",))
+    running: RunningService = start_kamailio(own)
+    pbx = Phone("pbx", "pbx.example.com", "-", ("127.0.0.1", port), port=up_port,
+                local_ip="127.0.0.2")
+    yield own, pbx
+    stack.stop(running.service)
+
+
+def _proxy_of(own: Settings) -> tuple[str, int]:
+    _, host, port = own.sip_listen[0].split(":")
+    return host, int(port)
+
+
+def test_numbers_and_other_domains_go_to_the_upstream(
+    with_upstream: tuple[Settings, Phone], new_subscriber: Any
+) -> None:
+    own, pbx = with_upstream
+    alice = new_subscriber()
+    caller = Phone(alice.username, alice.domain, alice.password, _proxy_of(own))
+    for callee, domain in (("+493012345", "example.test"), ("someone", "elsewhere.example")):
+        with pbx.answer("call-uas") as uas:
+            trace = _call(caller, callee, domain)
+            upstream = uas.result()
+        assert "CALL-ANSWERED" in trace and "CALL-TAKEN" in upstream.output, upstream.output
+    # A name that is no subscriber of ours is not a number: nobody gets it.
+    assert "SIP/2.0 404 " in _call(caller, "nobody-here")
+
+
+def test_a_trusted_source_reaches_a_subscriber_without_digest(
+    with_upstream: tuple[Settings, Phone], new_subscriber: Any
+) -> None:
+    own, _pbx = with_upstream
+    bob: Subscriber = new_subscriber()
+    bob_phone = Phone(bob.username, bob.domain, bob.password, _proxy_of(own))
+    assert bob_phone.register().ok
+    gateway = Phone("gw", "gw.example.com", "-", _proxy_of(own), local_ip="127.0.0.3")
+    with bob_phone.answer("call-uas") as uas:
+        result = gateway.run("call-uac-trusted", callee=bob.username,
+                             callee_domain="example.test")
+        callee_side = uas.result()
+    assert result.ok and "CALL-ANSWERED" in result.output, result.output
+    assert "CALL-TAKEN" in callee_side.output
