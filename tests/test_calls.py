@@ -47,8 +47,22 @@ def test_a_call_forks_to_every_contact_and_the_first_answer_wins(
         trace = _call(phone_for(alice), bob.username)
         answered, canceled = answering.result(), ringing.result()
     assert "CALL-ANSWERED" in trace
-    assert "CALL-TAKEN" in answered.output, answered.output
+    assert "CALL-TAKEN" in answered.output, trace[-6000:]
     assert "CALL-CANCELED" in canceled.output, canceled.output
+    assert "Unhandled exception" not in kamailio.log()  # every route ran to its end
+
+
+def test_the_caller_hangs_up_while_it_rings(kamailio: RunningService, new_subscriber: Any,
+                                           phone_for: Any) -> None:
+    alice, bob = new_subscriber(), new_subscriber()
+    bob_phone = phone_for(bob)
+    assert bob_phone.register().ok
+    with bob_phone.answer("call-uas-ringing") as uas:
+        result = phone_for(alice).run("call-uac-cancel", callee=bob.username,
+                                      callee_domain="example.test")
+        callee_side = uas.result()
+    assert result.ok and "CALL-CANCELED" in result.output, result.output
+    assert "CALL-CANCELED" in callee_side.output, callee_side.output
 
 
 @pytest.mark.parametrize("case", ["no-such-user", "not-registered", "busy"])
@@ -115,14 +129,15 @@ def test_numbers_and_other_domains_go_to_the_upstream(
     assert "SIP/2.0 404 " in _call(caller, "nobody-here")
 
 
-def test_a_trusted_source_reaches_a_subscriber_without_digest(
-    with_upstream: tuple[Settings, Phone], new_subscriber: Any
+@pytest.mark.parametrize("source", ["127.0.0.2", "127.0.0.3"], ids=["upstream", "trusted"])
+def test_the_upstream_and_a_trusted_source_reach_a_subscriber_without_digest(
+    with_upstream: tuple[Settings, Phone], new_subscriber: Any, source: str
 ) -> None:
     own, _pbx = with_upstream
     bob: Subscriber = new_subscriber()
     bob_phone = Phone(bob.username, bob.domain, bob.password, _proxy_of(own))
     assert bob_phone.register().ok
-    gateway = Phone("gw", "gw.example.com", "-", _proxy_of(own), local_ip="127.0.0.3")
+    gateway = Phone("gw", "gw.example.com", "-", _proxy_of(own), local_ip=source)
     with bob_phone.answer("call-uas") as uas:
         result = gateway.run("call-uac-trusted", callee=bob.username,
                              callee_domain="example.test")
