@@ -1,5 +1,6 @@
-"""A real user agent (Debian's baresip) registered through the proxy gets the check-sync NOTIFY,
-over UDP and over TLS; whatever it answers is the recorded outcome."""
+"""A real user agent (Debian's baresip) through the proxy: it gets the check-sync NOTIFY over UDP
+and over TLS (whatever it answers is the recorded outcome), and one baresip calls another with
+RTP flowing both ways (opus, the ausine source, the aufile player: no sound card)."""
 
 from __future__ import annotations
 
@@ -87,3 +88,56 @@ def test_baresip_gets_the_check_sync_and_its_answer_is_the_outcome(
     assert answered and int(answered[-1]) == code, (answered, code, out[-3000:])
     assert state == ("accepted" if 200 <= code < 300 else "refused")
     assert rows and rows[0][0].startswith(f"{transport}:127.0.0.1:{port}")
+
+
+def _call_config(work: Path, account: str, heard: Path) -> None:
+    work.mkdir()
+    (work / "config").write_text(
+        f"sip_listen\t\t127.0.0.1:{free_port()}\n"
+        "net_interface\t\t127.0.0.1\n"
+        "module_path\t\t/usr/lib/baresip/modules\n"
+        "module\t\t\topus.so\n"  # 48 kHz, as the ausine source
+        "module\t\t\tausine.so\n"
+        "module\t\t\taufile.so\n"
+        "module\t\t\trtcpsummary.so\n"
+        "module_app\t\taccount.so\n"
+        "module_app\t\tmenu.so\n"
+        "audio_player\t\taufile," + str(heard) + "\n"
+        "audio_source\t\tausine,440\n"
+        "audio_alert\t\taufile,/dev/null\n"
+        "rtp_stats\t\tyes\n")
+    (work / "accounts").write_text(account + "\n")
+
+
+def test_baresip_calls_baresip_through_the_proxy_with_rtp_flowing(
+    kamailio: RunningService, conn: psycopg.Connection[Any], sip_proxy: tuple[str, int],
+    new_subscriber: Any, tmp_path: Path,
+) -> None:
+    alice, bob = new_subscriber(), new_subscriber()
+    outbound = f'outbound="sip:{sip_proxy[0]}:{sip_proxy[1]};transport=udp"'
+    _call_config(tmp_path / "bob", f"<sip:{bob.aor}>;auth_pass={bob.password};{outbound};"
+                 "answermode=auto;regint=300", tmp_path / "bob.wav")
+    _call_config(tmp_path / "alice", f"<sip:{alice.aor}>;auth_pass={alice.password};"
+                 f"{outbound};regint=300", tmp_path / "alice.wav")
+    callee = subprocess.Popen(["baresip", "-4", "-s", "-f", str(tmp_path / "bob"), "-t", "12"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        assert eventually(lambda: conn.execute("SELECT 1 FROM location WHERE username = %s",
+                                               (bob.username,)).fetchall(), timeout=5)
+        caller = subprocess.run(
+            ["baresip", "-4", "-s", "-f", str(tmp_path / "alice"), "-t", "6",
+             "-e", f"/dial sip:{bob.aor}"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    finally:
+        callee.terminate()
+        callee_out, _ = callee.communicate(timeout=30)
+    print(caller.stdout[-4000:])
+    both = caller.stdout + callee_out
+    assert "Call established" in caller.stdout, caller.stdout[-3000:]
+    assert "incoming rtp for 'audio' established" in callee_out, callee_out[-3000:]
+    assert "incoming rtp for 'audio' established" in caller.stdout, caller.stdout[-3000:]
+    # The hang-up (BYE, through the proxy) carries each side's RTP counts (rtp_stats).
+    stats = re.findall(r"X-RTP-Stat: [^\r\n]*;PR=(\d+);PS=(\d+);", both)
+    assert stats and all(int(received) > 0 and int(sent) > 0 for received, sent in stats), \
+        stats
