@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import KSR
 
-from kemi import ban, bindings, contact, credentials, resync
+from kemi import ban, bindings, contact, credentials, extension
 from kemi.sip import pv, reply, source
 
 # auth_check() results that mean "credentials were presented and are wrong": these get a 403
@@ -122,4 +122,4 @@ def handle() -> None:
         return
     # No log line per successful REGISTER: thousands of phones refresh all day, and the
     # binding itself is in `location`.
-    resync.after_register(user, realm)
+    extension.after_register(user, realm)

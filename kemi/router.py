@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import KSR
 
-from kemi import ban, bindings, credentials, proxy, register, resync
+from kemi import ban, bindings, credentials, extension, proxy, register
 from kemi.sip import pv, reply
 
 ALLOW = ("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY, "
@@ -35,15 +35,15 @@ class Router:
         return 1
 
     def ksr_reply_route(self, msg: object) -> int:
-        resync.on_reply()
+        extension.on_reply()
         return 1  # non-zero: tm goes on with the reply
 
     def ksr_uac_event(self, msg: object, evname: str = "") -> int:
-        resync.on_uac_event()
+        extension.on_uac_event()
         return 1
 
     def ksr_resync_tick(self, msg: object, evname: str = "") -> int:
-        resync.tick()
+        extension.tick()
         credentials.tick()
         bindings.tick()
         return 1

@@ -25,11 +25,15 @@ from tests.conftest import (
 )
 from tests.ports import free_port
 
+# This file's own proxies: a node id no other test's proxy has (each proxy sends the NOTIFYs
+# of the bindings with its id, and they share one database).
+SERVER_ID = 23
+
 
 @pytest.fixture
 def proxy(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, int, int]]:
     udp, tls = free_port(), free_port()
-    own = make_settings(tmp_path / "var", db_url=settings.db_url,
+    own = make_settings(tmp_path / "var", db_url=settings.db_url, sip_server_id=SERVER_ID,
                         sip_listen=(f"udp:127.0.0.1:{udp}", f"tls:127.0.0.1:{tls}"))
     running: RunningService = start_kamailio(own)
     yield own, udp, tls

@@ -93,12 +93,16 @@ def test_a_caller_using_another_users_from_is_refused_and_logged(
     log = kamailio.wait_for_log(f"user={alice.aor}")
     assert "reason=user-mismatch" in log and "method=INVITE" in log
 
+# This file's own proxies: a node id no other test's proxy has (each proxy sends the NOTIFYs
+# of the bindings with its id, and they share one database).
+SERVER_ID = 24
+
 
 @pytest.fixture
 def with_upstream(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Phone]]:
     """A proxy whose upstream PBX is a sipp on 127.0.0.2, and which trusts 127.0.0.3."""
     up_port, port = free_port(), free_port()
-    own = make_settings(tmp_path / "var", db_url=settings.db_url,
+    own = make_settings(tmp_path / "var", db_url=settings.db_url, sip_server_id=SERVER_ID,
                         sip_listen=(f"udp:127.0.0.1:{port}",),
                         sip_upstream=f"sip:127.0.0.2:{up_port};transport=udp",
                         sip_trusted_sources=("127.0.0.3/32",))

@@ -29,11 +29,15 @@ from tests.ports import free_port
 
 LISTENING_PORT = 5999  # what the phone writes in Via and Contact; its connection's port differs
 
+# This file's own proxies: a node id no other test's proxy has (each proxy sends the NOTIFYs
+# of the bindings with its id, and they share one database).
+SERVER_ID = 22
+
 
 @pytest.fixture
 def tls_proxy(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, int]]:
     port = free_port()
-    own = make_settings(tmp_path / "var", db_url=settings.db_url,
+    own = make_settings(tmp_path / "var", db_url=settings.db_url, sip_server_id=SERVER_ID,
                         sip_listen=(f"udp:127.0.0.1:{free_port()}", f"tls:127.0.0.1:{port}"))
     running: RunningService = start_kamailio(own)
     yield own, port

@@ -1,0 +1,34 @@
+"""autoprov's resync as an extension of an operator's own Kamailio script.
+
+autoprov's own proxy (kemi/router.py) uses these same calls. An operator who keeps his own
+routing, KEMI or native kamailio.cfg, adds four calls to it (docs/embedding.md):
+
+- after_register(user, domain): after his registrar saved a binding and answered 200;
+  a device of that line with a pending resync gets its check-sync at once.
+- on_uac_event(): in the uac module's event callback (a NOTIFY's reply or timeout).
+- on_reply(): in the core reply route (the reply to a NOTIFY answering a phone's challenge).
+- tick(): every 20 ms from an rtimer process: dispatches requests SQL made, records outcomes.
+
+What the calls need in kamailio.cfg (htables, uac's event callback, the rtimer) is listed in
+docs/embedding.md; the database URL and settings come from autoprov's configuration.
+"""
+
+from __future__ import annotations
+
+from kemi import resync
+
+
+def after_register(user: str, domain: str) -> None:
+    resync.after_register(user, domain)
+
+
+def on_uac_event() -> None:
+    resync.on_uac_event()
+
+
+def on_reply() -> None:
+    resync.on_reply()
+
+
+def tick() -> None:
+    resync.tick()
