@@ -37,6 +37,46 @@ def test_a_subscriber_calls_another(kamailio: RunningService, new_subscriber: An
     assert "Proxy-Authorization" not in invite  # credentials stay with the proxy
 
 
+def test_a_re_invite_and_the_bye_follow_the_record_route(
+    kamailio: RunningService, new_subscriber: Any, phone_for: Any
+) -> None:
+    alice, bob = new_subscriber(), new_subscriber()
+    bob_phone = phone_for(bob)
+    assert bob_phone.register().ok
+    with bob_phone.answer("call-uas-reinvite") as uas:
+        result = phone_for(alice).run("call-uac-reinvite", callee=bob.username,
+                                      callee_domain="example.test")
+        callee_side = uas.result()
+    assert result.ok and "REINVITE-ANSWERED" in result.output, result.output
+    assert "CALL-TAKEN" in callee_side.output, callee_side.output
+    _invite, reinvite = callee_side.received("INVITE")
+    [bye] = callee_side.received("BYE")
+    for request in (reinvite, bye):  # the proxy stayed in the path and removed its own Route
+        assert "Route:" not in request.replace("Record-Route:", "")
+        assert "Via: SIP/2.0/UDP 127.0.0.1:" in request
+
+
+def test_a_phone_behind_nat_is_reached_where_it_registered_from(
+    kamailio: RunningService, conn: Any, new_subscriber: Any, phone_for: Any
+) -> None:
+    alice, bob = new_subscriber(), new_subscriber()
+    bob_phone = phone_for(bob)
+    # Behind NAT: it writes its private address in the Contact, and its packets come from
+    # the address and port its NAT gives them (here: the port its UAS side listens on).
+    assert bob_phone.run("register", local_port=bob_phone.port, contact_host="10.0.0.5",
+                         contact_port=5060).ok
+    [(contact, received)] = conn.execute(
+        "SELECT contact, received FROM location WHERE username = %s",
+        (bob.username,)).fetchall()
+    assert "@10.0.0.5:5060" in contact and received == f"sip:127.0.0.1:{bob_phone.port}"
+    with bob_phone.answer("call-uas") as uas:
+        trace = _call(phone_for(alice), bob.username)
+        callee_side = uas.result()
+    assert "CALL-ANSWERED" in trace and "CALL-TAKEN" in callee_side.output
+    [invite] = callee_side.received("INVITE")
+    assert invite.startswith(f"INVITE sip:{bob.username}@10.0.0.5:5060")
+
+
 def test_a_call_forks_to_every_contact_and_the_first_answer_wins(
     kamailio: RunningService, new_subscriber: Any, phone_for: Any
 ) -> None:
