@@ -159,6 +159,9 @@ def _tick() -> None:
     if not woken and now - _last_run < _POLL_SECONDS:
         return
     _last_run = now
+    # Mirror first: a phone that registers while its request is being dispatched (no binding
+    # found yet) then finds it pending in memory, and its REGISTER sends the NOTIFY.
+    _refresh_pending()
     # Dispatch and send in batches: the first phones hear from us while the rest is queued.
     batch = FIRST_BATCH
     while True:
@@ -169,7 +172,6 @@ def _tick() -> None:
             break
         batch = DISPATCH_BATCH
     db.query("SELECT autoprov.expire_notifies(%s)", (LOST_AFTER,))
-    _refresh_pending()
 
 
 def after_register(user: str, domain: str) -> None:

@@ -304,6 +304,20 @@ def test_device_without_registered_contact_is_pending_then_sent_after_register(
     assert state == ("done",)
 
 
+def test_a_phone_registering_right_after_its_device_is_created_gets_its_check_sync(
+    kamailio: RunningService, settings: Settings, new_subscriber: Any, phone_for: Any,
+) -> None:
+    """No waiting for the proxy to learn the request: whatever the order of dispatch and
+    REGISTER, the first REGISTER's phone gets its NOTIFY."""
+    for _ in range(3):
+        sub = new_subscriber()
+        phone = phone_for(sub)
+        with phone.answer("notify-accept", timeout=10) as uas:
+            add_device(settings, sub)
+            assert phone.register().ok
+            assert uas.result().ok
+
+
 def test_sql_request_resync_returns_the_request_and_duplicates_coalesce(
     kamailio: RunningService, settings: Settings, new_subscriber: Any,
     conn: psycopg.Connection[Any],
