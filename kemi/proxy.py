@@ -27,13 +27,15 @@ import KSR
 import psycopg
 
 from autoprov import config
-from kemi import ban, db
+from kemi import ban, credentials, db
 from kemi.sip import pv, reply, source
 
 _settings = config.load()
 _NUMBER = re.compile(_settings.sip_upstream_pattern)
 _UPSTREAM = _settings.sip_upstream
 _REFUSED = {-2: "invalid-password", -3: "unknown-user", -8: "user-mismatch"}
+INVALID_PASSWORD = -2
+NO_CREDENTIALS = -5
 DOMAINS_TTL_S = 10.0
 LOGGED_MAX = 128
 
@@ -148,7 +150,21 @@ def _authorized() -> bool:
                  f"from_domain={_loggable(realm)} from={source()}\n")
         reply(403, "Forbidden")
         return False
-    result = int(KSR.auth_db.auth_check(realm, "subscriber", 1))
+    user = pv("$au")
+    # A phone that registered here has its verified HA1 cached (kemi/credentials.py): its calls
+    # cost no query either, and go on while the database is away.
+    cached = credentials.check_cached(user, realm) if user else None
+    if cached is not None and cached > 0:
+        result = cached
+    elif credentials.database_down():
+        if user and (cached is None or cached == INVALID_PASSWORD):
+            reply(503, "Service Unavailable", f"Retry-After: {credentials.RETRY_AFTER_S}")
+            return False
+        result = cached if cached is not None else NO_CREDENTIALS
+    else:
+        result = int(KSR.auth_db.auth_check(realm, "subscriber", 1))
+        if result > 0:
+            credentials.remember(user, realm)
     if result > 0:
         KSR.auth.consume_credentials()
         return True

@@ -3,6 +3,7 @@ passed back, the upstream and trusted sources."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,24 @@ def test_a_phone_behind_nat_is_reached_where_it_registered_from(
     assert invite.startswith(f"INVITE sip:{bob.username}@10.0.0.5:5060")
 
 
+def test_a_registered_caller_calls_on_its_cached_credentials_and_a_new_password_counts(
+    kamailio: RunningService, conn: Any, new_subscriber: Any, phone_for: Any
+) -> None:
+    alice, bob = new_subscriber(), new_subscriber()
+    alice_phone, bob_phone = phone_for(alice), phone_for(bob)
+    assert alice_phone.register().ok and bob_phone.register().ok  # both verified, cached
+    with bob_phone.answer("call-uas") as uas:
+        assert "CALL-ANSWERED" in _call(alice_phone, bob.username)
+        assert "CALL-TAKEN" in uas.result().output
+    # SQL changes alice's password: the cached HA1 is dropped, the old password refused.
+    conn.execute("UPDATE subscriber SET password = 'changed-by-sql' WHERE username = %s",
+                 (alice.username,))
+    # (From an address of its own: refusals count towards a ban of their source address.)
+    elsewhere = dataclasses.replace(alice_phone, local_ip="127.0.0.9")
+    refused = elsewhere.run("call-uac", callee=bob.username, callee_domain="example.test")
+    assert "SIP/2.0 403 " in refused.messages, refused.output
+
+
 def test_a_call_forks_to_every_contact_and_the_first_answer_wins(
     kamailio: RunningService, new_subscriber: Any, phone_for: Any
 ) -> None:
@@ -127,8 +146,10 @@ def test_a_caller_using_another_users_from_is_refused_and_logged(
     kamailio: RunningService, new_subscriber: Any, phone_for: Any
 ) -> None:
     alice, bob, carol = new_subscriber(), new_subscriber(), new_subscriber()
-    result = phone_for(alice).run("call-uac", callee=carol.username,
-                                  callee_domain="example.test", user=bob.username)
+    # (From an address of its own: refusals count towards a ban of their source address.)
+    spoofer = dataclasses.replace(phone_for(alice), local_ip="127.0.0.8")
+    result = spoofer.run("call-uac", callee=carol.username, callee_domain="example.test",
+                         user=bob.username)
     assert "SIP/2.0 403 " in result.messages, result.output
     log = kamailio.wait_for_log(f"user={alice.aor}")
     assert "reason=user-mismatch" in log and "method=INVITE" in log
