@@ -160,6 +160,21 @@ def own_kamailio(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings,
     stack.stop(running.service)
 
 
+@contextlib.contextmanager
+def own_proxy(settings: Settings, tmp_path: Path, server_id: int, *sip_listen: str,
+              **overrides: Any) -> Iterator[Settings]:
+    """A Kamailio of the test's own on the shared database, with these sockets. `server_id`:
+    a node id no other test's proxy has: each proxy sends the NOTIFYs of the bindings with its
+    own id, so a shared one would let another test's proxy take them."""
+    own = make_settings(tmp_path / "var", db_url=settings.db_url, sip_server_id=server_id,
+                        sip_listen=sip_listen, **overrides)
+    running = start_kamailio(own)
+    try:
+        yield own
+    finally:
+        stack.stop(running.service)
+
+
 @pytest.fixture(scope="session")
 def kamailio(settings: Settings) -> Iterator[RunningService]:
     running = start_kamailio(settings)

@@ -13,31 +13,19 @@ from typing import Any
 import psycopg
 import pytest
 
-from autoprov import stack
 from autoprov.config import Settings
-from tests.conftest import (
-    RunningService,
-    autoprov_cli,
-    eventually,
-    make_settings,
-    random_mac,
-    start_kamailio,
-)
+from tests.conftest import RunningService, autoprov_cli, eventually, own_proxy, random_mac
 from tests.ports import free_port
 
-# This file's own proxies: a node id no other test's proxy has (each proxy sends the NOTIFYs
-# of the bindings with its id, and they share one database).
-SERVER_ID = 23
+SERVER_ID = 23  # a node id of its own (tests/conftest.py own_proxy)
 
 
 @pytest.fixture
 def proxy(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, int, int]]:
     udp, tls = free_port(), free_port()
-    own = make_settings(tmp_path / "var", db_url=settings.db_url, sip_server_id=SERVER_ID,
-                        sip_listen=(f"udp:127.0.0.1:{udp}", f"tls:127.0.0.1:{tls}"))
-    running: RunningService = start_kamailio(own)
-    yield own, udp, tls
-    stack.stop(running.service)
+    with own_proxy(settings, tmp_path, SERVER_ID, f"udp:127.0.0.1:{udp}",
+                   f"tls:127.0.0.1:{tls}") as own:
+        yield own, udp, tls
 
 
 def _baresip(work: Path, account: str, seconds: int) -> subprocess.Popen[str]:

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from autoprov import stack
 from autoprov.config import Settings
-from tests.conftest import RunningService, Subscriber, make_settings, start_kamailio
+from tests.conftest import RunningService, Subscriber, own_proxy
 from tests.ports import free_port
 from tests.sipp import Phone
 
@@ -154,24 +153,19 @@ def test_a_caller_using_another_users_from_is_refused_and_logged(
     log = kamailio.wait_for_log(f"user={alice.aor}")
     assert "reason=user-mismatch" in log and "method=INVITE" in log
 
-# This file's own proxies: a node id no other test's proxy has (each proxy sends the NOTIFYs
-# of the bindings with its id, and they share one database).
-SERVER_ID = 24
+SERVER_ID = 24  # a node id of its own (tests/conftest.py own_proxy)
 
 
 @pytest.fixture
 def with_upstream(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Phone]]:
     """A proxy whose upstream PBX is a sipp on 127.0.0.2, and which trusts 127.0.0.3."""
     up_port, port = free_port(), free_port()
-    own = make_settings(tmp_path / "var", db_url=settings.db_url, sip_server_id=SERVER_ID,
-                        sip_listen=(f"udp:127.0.0.1:{port}",),
-                        sip_upstream=f"sip:127.0.0.2:{up_port};transport=udp",
-                        sip_trusted_sources=("127.0.0.3/32",))
-    running: RunningService = start_kamailio(own)
     pbx = Phone("pbx", "pbx.example.com", "-", ("127.0.0.1", port), port=up_port,
                 local_ip="127.0.0.2")
-    yield own, pbx
-    stack.stop(running.service)
+    with own_proxy(settings, tmp_path, SERVER_ID, f"udp:127.0.0.1:{port}",
+                   sip_upstream=f"sip:127.0.0.2:{up_port};transport=udp",
+                   sip_trusted_sources=("127.0.0.3/32",)) as own:
+        yield own, pbx
 
 
 def _proxy_of(own: Settings) -> tuple[str, int]:

@@ -31,9 +31,7 @@ OPERATORS = {
     "native": (HERE / "operator-native.cfg", ROOT / "kemi" / "embedded.py"),
 }
 
-# This file's own proxies: a node id no other test's proxy has (each proxy sends the NOTIFYs
-# of the bindings with its id, and they share one database).
-SERVER_ID = 25
+SERVER_ID = 25  # a node id of its own (tests/conftest.py own_proxy)
 
 
 @pytest.fixture(params=sorted(OPERATORS))

@@ -9,33 +9,21 @@ from typing import Any
 import psycopg
 import pytest
 
-from autoprov import stack
 from autoprov.config import Settings
 from tests import sipdigest
-from tests.conftest import (
-    RunningService,
-    autoprov_cli,
-    eventually,
-    make_settings,
-    random_mac,
-    start_kamailio,
-)
+from tests.conftest import autoprov_cli, eventually, own_proxy, random_mac
 from tests.ports import free_port
 from tests.sipp import Phone
 
-# This file's own proxies: a node id no other test's proxy has (each proxy sends the NOTIFYs
-# of the bindings with its id, and they share one database).
-SERVER_ID = 21
+SERVER_ID = 21  # a node id of its own (tests/conftest.py own_proxy)
 
 
 @pytest.fixture
 def dual_stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, int]]:
     port = free_port()
-    own = make_settings(tmp_path / "var", db_url=settings.db_url, sip_server_id=SERVER_ID,
-                        sip_listen=(f"udp:127.0.0.1:{port}", f"udp:[::1]:{port}"))
-    running: RunningService = start_kamailio(own)
-    yield own, port
-    stack.stop(running.service)
+    with own_proxy(settings, tmp_path, SERVER_ID, f"udp:127.0.0.1:{port}",
+                   f"udp:[::1]:{port}") as own:
+        yield own, port
 
 
 def test_phone_on_ipv6_registers_and_gets_its_notify_over_ipv6(

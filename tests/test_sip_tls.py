@@ -13,35 +13,24 @@ from typing import Any
 import psycopg
 import pytest
 
-from autoprov import stack, tls
+from autoprov import tls
 from autoprov.config import Settings
 from kemi import digest
 from tests import sipdigest
-from tests.conftest import (
-    RunningService,
-    autoprov_cli,
-    eventually,
-    make_settings,
-    random_mac,
-    start_kamailio,
-)
+from tests.conftest import autoprov_cli, eventually, own_proxy, random_mac
 from tests.ports import free_port
 
 LISTENING_PORT = 5999  # what the phone writes in Via and Contact; its connection's port differs
 
-# This file's own proxies: a node id no other test's proxy has (each proxy sends the NOTIFYs
-# of the bindings with its id, and they share one database).
-SERVER_ID = 22
+SERVER_ID = 22  # a node id of its own (tests/conftest.py own_proxy)
 
 
 @pytest.fixture
 def tls_proxy(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, int]]:
     port = free_port()
-    own = make_settings(tmp_path / "var", db_url=settings.db_url, sip_server_id=SERVER_ID,
-                        sip_listen=(f"udp:127.0.0.1:{free_port()}", f"tls:127.0.0.1:{port}"))
-    running: RunningService = start_kamailio(own)
-    yield own, port
-    stack.stop(running.service)
+    with own_proxy(settings, tmp_path, SERVER_ID, f"udp:127.0.0.1:{free_port()}",
+                   f"tls:127.0.0.1:{port}") as own:
+        yield own, port
 
 
 class TlsPhone:
