@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,6 +73,17 @@ class Settings:
     # Addresses (CIDRs) whose requests need no digest and may reach local subscribers; the
     # upstream's own address is trusted too.
     sip_trusted_sources: tuple[str, ...] = ()
+    # Media relay: rtpengine's control (ng) socket, e.g. "udp:127.0.0.1:2223". Set, every call's
+    # SDP is rewritten so that RTP flows through rtpengine (two phones behind different NATs hear
+    # each other); empty: phones send RTP to each other directly.
+    rtpengine_socket: str = ""
+    # Start rtpengine with the stack (`make run`/`up`); false: it runs elsewhere.
+    rtpengine_run: bool = True
+    # The address rtpengine relays media on, written into the SDP phones get; empty: the address
+    # of the first sip_listen socket. Its RTP ports: rtpengine_port_min to rtpengine_port_max.
+    rtpengine_interface: str = ""
+    rtpengine_port_min: int = 30000
+    rtpengine_port_max: int = 40000
     # The logs `make up` writes (var/log/*.log) rotate at this size, keeping log_keep old files.
     log_max_mb: int = 100
     log_keep: int = 5
@@ -237,4 +249,20 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                              for a in chosen.get("sip_listen", defaults.sip_listen)):
         raise ConfigError(f"configuration key 'sip_transport': {transport!r}, but sip_listen "
                           "has no such socket")
+    _check_rtpengine(chosen, defaults)
     return Settings(**chosen)
+
+
+_RTPENGINE_SOCKET = re.compile(r"^udp6?:(\[[0-9a-fA-F:.]+\]|[^:\[\]\s]+):([0-9]{1,5})$")
+
+
+def _check_rtpengine(chosen: dict[str, Any], defaults: Settings) -> None:
+    socket = chosen.get("rtpengine_socket", "")
+    if socket and not _RTPENGINE_SOCKET.match(socket):
+        raise ConfigError(f"configuration key 'rtpengine_socket': {socket!r} is not "
+                          "udp:HOST:PORT")
+    low = chosen.get("rtpengine_port_min", defaults.rtpengine_port_min)
+    high = chosen.get("rtpengine_port_max", defaults.rtpengine_port_max)
+    if not 1024 <= low < high <= 65535:
+        raise ConfigError(f"configuration keys 'rtpengine_port_min'/'rtpengine_port_max': "
+                          f"{low}-{high} is not a port range above 1023")

@@ -47,6 +47,9 @@ def site_cfg(settings: Settings, main: Path | None = None,
     text = f'#!define DBURL "{url}"\n'
     if any(address.lower().startswith("tls:") for address in settings.sip_listen):
         text += f'#!define WITH_TLS 1\n#!define TLS_CONFIG "{_tls_config(settings)}"\n'
+    if settings.rtpengine_socket:
+        text += (f'#!define WITH_RTPENGINE 1\n'
+                 f'#!define RTPENGINE_SOCK "{settings.rtpengine_socket}"\n')
     text += f'include_file "{included}"\n'
     fd, temp = tempfile.mkstemp(prefix=".kamailio-site.", dir=settings.run_dir)  # mode 0600
     with os.fdopen(fd, "w") as file:

@@ -16,7 +16,7 @@ from typing import IO
 
 import psycopg
 
-from autoprov import db, front, kamailio, logpipe, pgcluster, sipprobe, tls
+from autoprov import db, front, kamailio, logpipe, pgcluster, rtpengine, sipprobe, tls
 from autoprov.config import ROOT, Settings
 from provisioning_wsgi import server as provisioning
 
@@ -65,6 +65,7 @@ def services(settings: Settings, code_root: Path = ROOT) -> list[Service]:
 
 def _services(settings: Settings, code_root: Path) -> list[Service]:
     return [
+        *_media_relay(settings),
         Service(
             "kamailio",
             # Supervised: Kamailio stops all its processes when one dies; this restarts it.
@@ -88,6 +89,20 @@ def _services(settings: Settings, code_root: Path) -> list[Service]:
             lambda: front.probe(settings),
         ),
     ]
+
+
+def _media_relay(settings: Settings) -> list[Service]:
+    """rtpengine, when calls' media is relayed (rtpengine_socket) and it runs with the stack;
+    supervised like Kamailio: a relay that died comes back by itself."""
+    if not (settings.rtpengine_socket and settings.rtpengine_run):
+        return []
+    return [Service(
+        "rtpengine",
+        [sys.executable, "-m", "autoprov.supervise", "rtpengine", "--",
+         *rtpengine.command(settings)],
+        dict(os.environ),
+        lambda: rtpengine.probe(settings),
+    )]
 
 
 def _probe_db(settings: Settings) -> str | None:

@@ -10,7 +10,8 @@ import sys
 
 # Leaves first: a module is reloaded after everything it imports from the package.
 SUBMODULES = ("kemi.sip", "kemi.db", "kemi.digest", "kemi.credentials", "kemi.bindings",
-              "kemi.resync", "kemi.extension", "kemi.register", "kemi.proxy", "kemi.router")
+              "kemi.resync", "kemi.extension", "kemi.register", "kemi.media", "kemi.proxy",
+              "kemi.router")
 
 for _name in SUBMODULES:
     if _name in sys.modules:

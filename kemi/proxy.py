@@ -27,7 +27,7 @@ import KSR
 import psycopg
 
 from autoprov import config
-from kemi import ban, credentials, db
+from kemi import ban, credentials, db, media
 from kemi.sip import pv, reply, source
 
 _settings = config.load()
@@ -37,6 +37,11 @@ _REFUSED = {-2: "invalid-password", -3: "unknown-user", -8: "user-mismatch"}
 INVALID_PASSWORD = -2
 NO_CREDENTIALS = -5
 DOMAINS_TTL_S = 10.0
+# nat_uac_test for replies: a private Contact (1) or SDP address (8), or a Contact address or
+# port other than where the reply came from (32, 64).
+REPLY_NAT_TESTS = 1 | 8 | 32 | 64
+# Requests whose replies may carry SDP or a Contact for the dialog: INVITE, UPDATE, PRACK.
+DIALOG_METHODS = "IUE"
 LOGGED_MAX = 128
 
 
@@ -123,7 +128,21 @@ def route() -> None:
 def _detect_nat() -> None:
     KSR.force_rport()
     if KSR.nathelper.nat_uac_test(19) > 0 and KSR.siputils.is_first_hop() > 0:
+        KSR.setflag(media.NAT_FLAG)
         KSR.nathelper.set_contact_alias()
+
+
+def on_reply() -> None:
+    """A reply to a relayed INVITE, UPDATE or PRACK: a callee behind NAT gets its Contact
+    aliased like a caller's (the caller's ACK, BYE and re-INVITE then reach it where it is), and
+    its SDP goes through the media relay."""
+    status = int(KSR.pv.get("$rs") or 0)
+    if not 100 < status < 300:
+        return
+    behind_nat = KSR.nathelper.nat_uac_test(REPLY_NAT_TESTS) > 0
+    if behind_nat and KSR.hdr.is_present("Contact") > 0:
+        KSR.nathelper.set_contact_alias()
+    media.on_reply(behind_nat)
 
 
 def _within_dialog() -> None:
@@ -210,5 +229,9 @@ def _to_upstream() -> None:
 
 
 def _relay() -> None:
+    if not KSR.is_CANCEL():
+        media.before_relay()
+        if KSR.is_method_in(DIALOG_METHODS):
+            KSR.tm.t_on_reply("ksr_onreply_call")
     if KSR.tm.t_relay() < 0:
         KSR.sl.sl_reply_error()

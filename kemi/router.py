@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import KSR
 
-from kemi import ban, bindings, credentials, extension, proxy, register
+from kemi import ban, bindings, credentials, extension, media, proxy, register
 from kemi.sip import pv, reply
 
 ALLOW = ("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY, "
@@ -37,6 +37,18 @@ class Router:
     def ksr_reply_route(self, msg: object) -> int:
         extension.on_reply()
         return 1  # non-zero: tm goes on with the reply
+
+    def ksr_onreply_call(self, msg: object) -> int:
+        proxy.on_reply()
+        return 1
+
+    def ksr_branch_media(self, msg: object) -> int:
+        media.on_branch()
+        return 1
+
+    def ksr_failure_media(self, msg: object) -> int:
+        media.on_failure()
+        return 1
 
     def ksr_uac_event(self, msg: object, evname: str = "") -> int:
         extension.on_uac_event()

@@ -13,6 +13,8 @@ packages=(
   chromium
   # A real SIP user agent registers through the proxy and gets its check-sync in make test.
   baresip-core
+  # The media relay calls use when rtpengine_socket is set (started by make run; tested).
+  rtpengine-daemon
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -25,7 +27,7 @@ echo "installing Debian packages: ${missing[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # Debian starts packaged daemons on install where it can; ours run under our own control.
-for svc in kamailio postgresql nginx; do
+for svc in kamailio postgresql nginx rtpengine-daemon; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     $sudo systemctl disable --now "$svc" || true
   fi

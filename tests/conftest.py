@@ -168,11 +168,17 @@ def own_proxy(settings: Settings, tmp_path: Path, server_id: int, *sip_listen: s
     own id, so a shared one would let another test's proxy take them."""
     own = make_settings(tmp_path / "var", db_url=settings.db_url, sip_server_id=server_id,
                         sip_listen=sip_listen, **overrides)
-    running = start_kamailio(own)
+    started = []
     try:
+        # The media relay first, as the stack starts it (when rtpengine_socket and rtpengine_run
+        # say so): Kamailio's rtpengine module pings it at start.
+        for relay in [s for s in stack.services(own) if s.name == "rtpengine"]:
+            started.append(start_service(relay, own.log_dir / "rtpengine.log"))
+        started.append(start_kamailio(own))
         yield own
     finally:
-        stack.stop(running.service)
+        for running in reversed(started):
+            running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -39,3 +39,27 @@ def header(message: str, name: str) -> str | None:
         if key.strip().lower() == name.lower():
             return value.strip()
     return None
+
+
+def authorization(challenge: str, method: str, uri: str, username: str, password: str,
+                  cnonce: str = "0a4f113b", nc: str = "00000001") -> str:
+    """The value of the Authorization/Proxy-Authorization header answering a Digest challenge
+    (the value of its WWW-/Proxy-Authenticate header), as a phone writes it."""
+    p = params(challenge)
+    algorithm = p.get("algorithm", "MD5")
+
+    def h(text: str) -> str:
+        return hashlib.new(_HASHES[algorithm.upper()], text.encode()).hexdigest()
+
+    ha1 = h(f"{username}:{p['realm']}:{password}")
+    ha2 = h(f"{method}:{uri}")
+    fields = [f'username="{username}"', f'realm="{p["realm"]}"', f'nonce="{p["nonce"]}"',
+              f'uri="{uri}"', f"algorithm={algorithm}"]
+    if "auth" in p.get("qop", "").split(","):
+        response = h(f"{ha1}:{p['nonce']}:{nc}:{cnonce}:auth:{ha2}")
+        fields += ["qop=auth", f"nc={nc}", f'cnonce="{cnonce}"']
+    else:
+        response = h(f"{ha1}:{p['nonce']}:{ha2}")
+    if "opaque" in p:
+        fields.append(f'opaque="{p["opaque"]}"')
+    return "Digest " + ", ".join([*fields, f'response="{response}"'])

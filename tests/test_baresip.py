@@ -101,10 +101,46 @@ def _call_config(work: Path, account: str, heard: Path) -> None:
     (work / "accounts").write_text(account + "\n")
 
 
+@pytest.fixture
+def relaying_proxy(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, int]]:
+    """A proxy of its own with the media relay (rtpengine_socket), started as `make run` does."""
+    udp = free_port()
+    with own_proxy(settings, tmp_path, SERVER_ID + 10, f"udp:127.0.0.1:{udp}",
+                   rtpengine_socket=f"udp:127.0.0.1:{free_port()}",
+                   rtpengine_port_min=42000, rtpengine_port_max=42999) as own:
+        yield own, udp
+
+
 def test_baresip_calls_baresip_through_the_proxy_with_rtp_flowing(
     kamailio: RunningService, conn: psycopg.Connection[Any], sip_proxy: tuple[str, int],
     new_subscriber: Any, tmp_path: Path,
 ) -> None:
+    local, remote = _rtp_ports(_baresip_call(conn, sip_proxy, new_subscriber, tmp_path))
+    assert local == remote  # direct: each side sends to the other's own port
+
+
+def test_baresip_calls_baresip_with_media_through_the_relay(
+    relaying_proxy: tuple[Settings, int], conn: psycopg.Connection[Any], new_subscriber: Any,
+    tmp_path: Path,
+) -> None:
+    _own, udp = relaying_proxy
+    local, remote = _rtp_ports(_baresip_call(conn, ("127.0.0.1", udp), new_subscriber, tmp_path))
+    # Each side sent its RTP to the relay (the SDP it got named rtpengine's ports), not to the
+    # other side.
+    assert not local & remote and all(42000 <= port <= 42999 for port in remote), (local, remote)
+
+
+def _rtp_ports(output: str) -> tuple[set[int], set[int]]:
+    """The local and the remote RTP ports of both sides, from their X-RTP-Stat (IP=local,remote)."""
+    pairs = re.findall(r"X-RTP-Stat: [^\r\n]*;IP=[^:,]+:(\d+),[^:,]+:(\d+)", output)
+    assert len(pairs) >= 2, output[-3000:]
+    return {int(a) for a, _ in pairs}, {int(b) for _, b in pairs}
+
+
+def _baresip_call(conn: psycopg.Connection[Any], sip_proxy: tuple[str, int],
+                  new_subscriber: Any, tmp_path: Path) -> str:
+    """Two baresips register, one calls the other (auto answer), RTP flows both ways; both
+    outputs."""
     alice, bob = new_subscriber(), new_subscriber()
     outbound = f'outbound="sip:{sip_proxy[0]}:{sip_proxy[1]};transport=udp"'
     _call_config(tmp_path / "bob", f"<sip:{bob.aor}>;auth_pass={bob.password};{outbound};"
@@ -133,3 +169,4 @@ def test_baresip_calls_baresip_through_the_proxy_with_rtp_flowing(
     stats = re.findall(r"X-RTP-Stat: [^\r\n]*;PR=(\d+);PS=(\d+);", both)
     assert stats and all(int(received) > 0 and int(sent) > 0 for received, sent in stats), \
         stats
+    return both

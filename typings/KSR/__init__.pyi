@@ -14,11 +14,13 @@ from . import pv as pv
 from . import pvx as pvx
 from . import registrar as registrar
 from . import rr as rr
+from . import rtpengine as rtpengine
 from . import sanity as sanity
 from . import siputils as siputils
 from . import sl as sl
 from . import textops as textops
 from . import textopsx as textopsx
+from . import tls as tls
 from . import tm as tm
 from . import tmx as tmx
 from . import uac as uac
