@@ -23,6 +23,7 @@ BENCHMARKS = {
     "resync": ("bench.resync", "3. Resync fan-out"),
     "reboot": ("bench.reboot", "4. Mass reboot"),
     "api-import": ("bench.api_import", "5. CSV import through the REST API"),
+    "calls": ("bench.calls", "6. Calls: KEMI Python versus native kamailio.cfg"),
 }
 NOTE = ("Other engineers' test runs may have been loading this 2-core machine during this run; "
         "the lead re-runs `make bench` on a quiet machine at the end.")

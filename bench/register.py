@@ -85,9 +85,9 @@ class Search:
     first_fail: float | None = None
     runs: list[tuple[Work, bool]] = field(default_factory=list)
 
-    def bracket(self) -> str:
+    def bracket(self, max_rate: float = MAX_RATE) -> str:
         upper = (f"{self.first_fail:.0f}" if self.first_fail is not None
-                 else f"> {MAX_RATE:.0f} (not reached)")
+                 else f"> {max_rate:.0f} (not reached)")
         return f"{self.last_pass:.0f} (first failing step: {upper})"
 
 
@@ -125,12 +125,15 @@ class Proxy:
         search.first_fail = rate if search.first_fail is None else min(search.first_fail, rate)
         return False
 
+    def drive(self, rate: float, count: int) -> LoadRun:
+        """`count` registrations at `rate` (bench/calls.py: calls)."""
+        return sipp_load.register_load(self.address, self.phones, rate, count, self.work,
+                                       contact_port=self.contact_port)
+
     def load(self, rate: float, seconds: float) -> Work:
-        """Registrations at `rate` for `seconds`, and what they cost Kamailio, Postgres, sipp."""
+        """Load at `rate` for `seconds`, and what each unit of it cost Kamailio, Postgres, sipp."""
         proxy_before, postgres_before = cpu_seconds(self.pid), postgres_cpu_seconds(self.cluster)
-        run = sipp_load.register_load(self.address, self.phones, rate,
-                                      max(1, round(rate * seconds)), self.work,
-                                      contact_port=self.contact_port)
+        run = self.drive(rate, max(1, round(rate * seconds)))
         per_1000 = 1000 / max(run.successful, 1)
         return Work(run, (cpu_seconds(self.pid) - proxy_before) * per_1000,
                     (postgres_cpu_seconds(self.cluster) - postgres_before) * per_1000,
@@ -169,7 +172,8 @@ def run(quick: bool) -> Section:
                 raise RuntimeError(f"{proxy.name}: warm-up registration failed:\n{warm.output}")
         searched = proxies[:2]  # KEMI against the write-through native script of before
         for number in range(sizes.searches):
-            _search(searched if number % 2 == 0 else searched[::-1], sizes)
+            search(searched if number % 2 == 0 else searched[::-1], sizes.step_seconds,
+                   sizes.bisections)
         fixed_rate = round(FIXED_FRACTION * min(p.best.last_pass or FIRST_RATE for p in searched))
         fixed: dict[str, list[Work]] = {p.name: [] for p in proxies}
         for number in range(sizes.fixed_rounds):
@@ -180,26 +184,27 @@ def run(quick: bool) -> Section:
     return section
 
 
-def _search(proxies: list[Proxy], sizes: Sizes) -> None:
+def search(proxies: list[Proxy], step_seconds: float, bisections: int,
+           first_rate: float = FIRST_RATE, max_rate: float = MAX_RATE) -> None:
     """One search per proxy, stepping them up through the same rates in turn."""
     for proxy in proxies:
         proxy.searches.append(Search())
     climbing = list(proxies)
-    rate = FIRST_RATE
+    rate = first_rate
     flip = False
-    while climbing and rate <= MAX_RATE:
+    while climbing and rate <= max_rate:
         for proxy in (reversed(climbing) if flip else list(climbing)):
-            if not proxy.attempt(rate, sizes.step_seconds):
+            if not proxy.attempt(rate, step_seconds):
                 climbing.remove(proxy)
         flip = not flip
         rate = round(rate * STEP_FACTOR)
-    for _ in range(sizes.bisections):
+    for _ in range(bisections):
         for proxy in proxies:
-            search = proxy.searches[-1]
-            if search.first_fail is None:
+            current = proxy.searches[-1]
+            if current.first_fail is None:
                 continue
-            low = search.last_pass or search.first_fail / 2
-            proxy.attempt(round(math.sqrt(low * search.first_fail)), sizes.step_seconds)
+            low = current.last_pass or current.first_fail / 2
+            proxy.attempt(round(math.sqrt(low * current.first_fail)), step_seconds)
 
 
 def _describe(section: Section, proxies: list[Proxy], fixed: dict[str, list[Work]],
@@ -276,9 +281,9 @@ def _describe_work(section: Section, proxies: list[Proxy], fixed: dict[str, list
     rows = []
     for p in proxies:
         works = fixed[p.name]
-        rows.append([p.name, _each(w.proxy for w in works), _each(w.postgres for w in works),
-                     _each(w.phones for w in works),
-                     _each((w.run.percentile(99) for w in works), ".0f"), _each_ok(works)])
+        rows.append([p.name, each(w.proxy for w in works), each(w.postgres for w in works),
+                     each(w.phones for w in works),
+                     each((w.run.percentile(99) for w in works), ".0f"), each_ok(works)])
     section.table(["proxy", "Kamailio CPU s per 1,000 (each round)", "PostgreSQL",
                    "sipp (the phones)", "p99 ms", "all ok"], rows)
     kemi_cpu = statistics.median(w.proxy for w in fixed[kemi.name])
@@ -297,9 +302,9 @@ def _describe_work(section: Section, proxies: list[Proxy], fixed: dict[str, list
         share <= POSTGRES_TARGET))
 
 
-def _each(values: Iterable[float], spec: str = ".3f") -> str:
+def each(values: Iterable[float], spec: str = ".3f") -> str:
     return ", ".join(format(value, spec) for value in values)
 
 
-def _each_ok(works: list[Work]) -> str:
+def each_ok(works: list[Work]) -> str:
     return ", ".join("yes" if w.run.ok else "no" for w in works)

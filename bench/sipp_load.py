@@ -114,6 +114,36 @@ def register_load(proxy: tuple[str, int], phones: Phones, rate: float, calls: in
     return _client("register-csv", proxy, phones, rate, calls, work, keys, local_port)
 
 
+def call_load(proxy: tuple[str, int], callers: Phones, rate: float, calls: int,
+              work: Path) -> LoadRun:
+    """`calls` calls at `rate` per second, each caller (a line of `callers.csv`, see
+    calls_csv) calling its callee: INVITE, 407, INVITE with digest, 180, 200, ACK, BYE, 200."""
+    return _client("call-uac-csv", proxy, callers, rate, calls, work, {}, free_port())
+
+
+def calls_csv(phones: Phones, work: Path) -> Phones:
+    """The phones as callers, each calling the next one (field4)."""
+    path = work / f"{phones.csv.stem}-calls.csv"
+    with path.open("w") as out:
+        out.write("SEQUENTIAL\n")
+        for number, (user, password) in enumerate(phones.users):
+            callee = phones.users[(number + 1) % phones.count][0]
+            out.write(f"{user};{DOMAIN};[authentication username={user} password={password}];"
+                      f"{password};{callee}\n")
+    return Phones(path, phones.users)
+
+
+def callee_server(port: int, work: Path) -> subprocess.Popen[str]:
+    """sipp in server mode as every callee (their Contacts point at `port`): rings, answers,
+    takes ACK and BYE; runs until terminated."""
+    work.mkdir(parents=True, exist_ok=True)
+    cmd = ["sipp", "-sf", str(SCENARIOS / "call-uas.xml"), "-i", "127.0.0.1", "-p", str(port),
+           "-t", "u1", "-buff_size", str(PHONES_BUFFER), "-nostdin", "-trace_err",
+           "-error_file", str(work / "errors.log")]
+    return subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, text=True)
+
+
 def notify_load(phone: tuple[str, int], phones: Phones, calls: int, work: Path,
                 rate: float = 5000, limit: int = 500) -> LoadRun:
     """The check-sync dialog of each phone, sent straight to the answerer (no proxy)."""

@@ -26,16 +26,16 @@ def enabled() -> bool:
     return _ON
 
 
-def before_relay() -> None:
+def before_relay(method: str) -> None:
     """Arm the routes that rewrite this request's SDP (its replies' come through
     proxy.on_reply); the ACK of a 2xx has no transaction of its own: it is handled at once."""
     if not _ON:
         return
-    if KSR.is_ACK():
+    if method == "ACK":
         _manage(KSR.isflagset(NAT_FLAG))
         return
     KSR.tm.t_on_branch("ksr_branch_media")
-    if KSR.is_INVITE():
+    if method == "INVITE":
         KSR.tm.t_on_failure("ksr_failure_media")
 
 

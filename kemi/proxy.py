@@ -40,8 +40,8 @@ DOMAINS_TTL_S = 10.0
 # nat_uac_test for replies: a private Contact (1) or SDP address (8), or a Contact address or
 # port other than where the reply came from (32, 64).
 REPLY_NAT_TESTS = 1 | 8 | 32 | 64
-# Requests whose replies may carry SDP or a Contact for the dialog: INVITE, UPDATE, PRACK.
-DIALOG_METHODS = "IUE"
+# Requests whose replies may carry SDP or a Contact for the dialog.
+DIALOG_METHODS = ("INVITE", "UPDATE", "PRACK")
 LOGGED_MAX = 128
 
 
@@ -58,6 +58,7 @@ def _upstream_addresses(uri: str) -> set[str]:
 
 _TRUSTED = [ipaddress.ip_network(cidr, strict=False) for cidr in _settings.sip_trusted_sources]
 _UPSTREAM_ADDRESSES = _upstream_addresses(_UPSTREAM) if _UPSTREAM else set()
+_ANY_TRUSTED = bool(_TRUSTED or _UPSTREAM_ADDRESSES)
 
 _domains: set[str] = set()
 _domains_read = 0.0
@@ -100,29 +101,30 @@ def _is_subscriber(user: str, domain: str) -> bool:
         return True  # cannot tell: "not available now" is the safer answer than "no such user"
 
 
-def route() -> None:
-    """Every request Router does not answer itself."""
+def route(method: str) -> None:
+    """Every request Router does not answer itself; `method` is its $rm (compared in Python:
+    each KSR.is_<METHOD>() is a call into Kamailio, and this runs for every message of a call)."""
     _detect_nat()
-    if KSR.is_CANCEL():
+    if method == "CANCEL":
         if KSR.tm.t_check_trans() > 0:
-            _relay()
+            _relay(method)
         return
     if KSR.siputils.has_totag() > 0:
-        _within_dialog()
+        _within_dialog(method)
         return
     if KSR.tmx.t_precheck_trans() > 0:
         KSR.tm.t_check_trans()  # a retransmission: tm answers it from the transaction
         return
     if KSR.tm.t_check_trans() == 0:
         return
-    if KSR.is_ACK():
+    if method == "ACK":
         return  # an ACK for nothing we sent: absorbed
-    if not _authorized():
+    if not _authorized(method):
         return
     KSR.hdr.remove("Route")
-    if KSR.is_method_in("IS"):  # INVITE, SUBSCRIBE: stay in the dialog's path
+    if method in ("INVITE", "SUBSCRIBE"):  # stay in the dialog's path
         KSR.rr.record_route()
-    _to_destination()
+    _to_destination(method)
 
 
 def _detect_nat() -> None:
@@ -145,38 +147,43 @@ def on_reply() -> None:
     media.on_reply(behind_nat)
 
 
-def _within_dialog() -> None:
+def _within_dialog(method: str) -> None:
     if KSR.rr.loose_route() > 0:
         if not KSR.isdsturiset():
             KSR.nathelper.handle_ruri_alias()
-        _relay()
+        # A re-INVITE to a phone behind NAT (its aliased Contact gave the destination): its
+        # answer's Contact is aliased too.
+        _relay(method, method in DIALOG_METHODS and KSR.isdsturiset())
         return
-    if KSR.is_ACK():
+    if method == "ACK":
         if KSR.tm.t_check_trans() > 0:
-            _relay()
+            _relay(method)
         return  # an ACK of a reply we sent ourselves, or stray: absorbed
     reply(404, "Not Here")
 
 
-def _authorized() -> bool:
+def _authorized(method: str) -> bool:
     """Out of dialog: the upstream and trusted sources pass; a local subscriber authenticates
     with its own account; anyone else is refused."""
-    if _trusted(pv("$si")):
+    if _ANY_TRUSTED and _trusted(pv("$si")):
         return True
     realm = pv("$fd")
     if not realm or not _our_domain(realm):
-        KSR.warn(f"autoprov relay refused method={_loggable(pv('$rm'))} "
+        KSR.warn(f"autoprov relay refused method={_loggable(method)} "
                  f"from_domain={_loggable(realm)} from={source()}\n")
         reply(403, "Forbidden")
         return False
     user = pv("$au")
+    if not user:
+        KSR.auth.auth_challenge(realm, 1)  # a call's first INVITE: a 407, no lookup
+        return False
     # A phone that registered here has its verified HA1 cached (kemi/credentials.py): its calls
     # cost no query either, and go on while the database is away.
-    cached = credentials.check_cached(user, realm) if user else None
+    cached = credentials.check_cached(user, realm)
     if cached is not None and cached > 0:
         result = cached
     elif credentials.database_down():
-        if user and (cached is None or cached == INVALID_PASSWORD):
+        if cached is None or cached == INVALID_PASSWORD:
             reply(503, "Service Unavailable", f"Retry-After: {credentials.RETRY_AFTER_S}")
             return False
         result = cached if cached is not None else NO_CREDENTIALS
@@ -191,7 +198,7 @@ def _authorized() -> bool:
     if reason is None:
         KSR.auth.auth_challenge(realm, 1)  # 407 outside REGISTER
         return False
-    KSR.warn(f"autoprov auth failed method={_loggable(pv('$rm'))} "
+    KSR.warn(f"autoprov auth failed method={_loggable(method)} "
              f"user={_loggable(pv('$au') + '@' + realm)} aor={_loggable(pv('$fu'))} "
              f"reason={reason} from={source()}\n")
     reply(403, "Forbidden")
@@ -199,39 +206,46 @@ def _authorized() -> bool:
     return False
 
 
-def _to_destination() -> None:
+def _to_destination(method: str) -> None:
     user, domain = pv("$rU"), pv("$rd")
     if not _our_domain(domain):
-        _to_upstream()
+        _to_upstream(method)
         return
     if not user:
         reply(484, "Address Incomplete")
         return
     found = int(KSR.registrar.lookup("location"))
     if found > 0:
-        _relay()  # every contact a branch: parallel forking
+        # Every contact a branch: parallel forking. A callee behind NAT (its binding's received
+        # became the destination), or several contacts, any of which may be: the answers'
+        # Contacts are looked at.
+        _relay(method, method in DIALOG_METHODS and (
+            KSR.isdsturiset() or int(KSR.pv.get("$branch(count)") or 0) > 0))
     elif found == -2:
         reply(405, "Method Not Allowed")
     elif _is_subscriber(user, domain):
         reply(480, "Temporarily Unavailable")
     elif _NUMBER.match(user):
-        _to_upstream()
+        _to_upstream(method)
     else:
         reply(404, "Not Found")
 
 
-def _to_upstream() -> None:
+def _to_upstream(method: str) -> None:
     if not _UPSTREAM:
         reply(404, "Not Found")
         return
     KSR.setdsturi(_UPSTREAM)
-    _relay()
+    _relay(method)
 
 
-def _relay() -> None:
-    if not KSR.is_CANCEL():
-        media.before_relay()
-        if KSR.is_method_in(DIALOG_METHODS):
+def _relay(method: str, callee_may_be_nated: bool = False) -> None:
+    """Relay statefully; the answers to INVITE, UPDATE and PRACK come back through on_reply when
+    their SDP is relayed or their Contact may need an alias (otherwise that route is not run:
+    it would be a Python call for every ringing and every answer)."""
+    if method != "CANCEL":
+        media.before_relay(method)
+        if method in DIALOG_METHODS and (media.enabled() or callee_may_be_nated):
             KSR.tm.t_on_reply("ksr_onreply_call")
     if KSR.tm.t_relay() < 0:
         KSR.sl.sl_reply_error()

@@ -28,10 +28,12 @@ class Router:
         # built for every message of a fleet's keepalives and refreshes.
         if KSR.is_REGISTER():
             register.handle()
-        elif KSR.is_OPTIONS() and not pv("$rU"):
+            return 1
+        method = str(KSR.pv.get("$rm"))
+        if method == "OPTIONS" and not pv("$rU"):
             reply(200, KEEPALIVE_REASON, ALLOW)  # a keepalive to the proxy itself
         else:
-            proxy.route()  # calls and everything else a phone sends
+            proxy.route(method)  # calls and everything else a phone sends
         return 1
 
     def ksr_reply_route(self, msg: object) -> int:
