@@ -52,6 +52,18 @@ def notified(channel: str) -> bool:
     return payloads is None or len(payloads) > 0
 
 
+def wait_for_notification(timeout: float) -> bool:
+    """Sleep until a NOTIFY arrives on any channel LISTENed to (True), or `timeout` seconds (the
+    idle timer: woken at once by the database, not every tick for nothing)."""
+    fds = [conn.fileno() for conn in _listening.values() if not conn.closed]
+    if not fds:
+        return False
+    try:
+        return bool(select.select(fds, [], [], timeout)[0])
+    except (OSError, ValueError):
+        return False
+
+
 def notifications(channel: str) -> list[str] | None:
     """The payloads NOTIFYed on `channel` since the last call (LISTENing on first use); None
     right after (re)connecting, when some may have been missed; [] while the database is away."""

@@ -7,7 +7,9 @@ routing, KEMI or native kamailio.cfg, adds four calls to it (docs/embedding.md):
   a device of that line with a pending resync gets its check-sync at once.
 - on_uac_event(): in the uac module's event callback (a NOTIFY's reply or timeout).
 - on_reply(): in the core reply route (the reply to a NOTIFY answering a phone's challenge).
-- tick(): every 20 ms from an rtimer process: dispatches requests SQL made, records outcomes.
+- tick(): every 20 ms from an rtimer process: dispatches requests SQL made, records outcomes;
+  False when there was nothing to do (autoprov's own timer then sleeps until the database
+  notifies it, up to IDLE_WAIT_S: wait_idle()).
 
 What the calls need in kamailio.cfg (htables, uac's event callback, the rtimer) is listed in
 docs/embedding.md; the database URL and settings come from autoprov's configuration.
@@ -15,7 +17,7 @@ docs/embedding.md; the database URL and settings come from autoprov's configurat
 
 from __future__ import annotations
 
-from kemi import resync
+from kemi import db, resync
 
 
 def after_register(user: str, domain: str) -> None:
@@ -30,5 +32,15 @@ def on_reply() -> None:
     resync.on_reply()
 
 
-def tick() -> None:
-    resync.tick()
+def tick() -> bool:
+    return resync.tick()
+
+
+IDLE_WAIT_S = 0.1
+
+
+def wait_idle() -> bool:
+    """Sleep in the timer process until the database notifies (True: tick again now) or
+    IDLE_WAIT_S passed: an idle proxy's timer wakes 10 times a second instead of 50, and a resync
+    request is still dispatched at once."""
+    return db.wait_for_notification(IDLE_WAIT_S)

@@ -143,21 +143,23 @@ def _refresh_pending() -> None:
     _pending_aors = current
 
 
-def tick() -> None:
+def tick() -> bool:
+    """One timer tick; False when it found nothing to do (no reply to record, no request)."""
     try:
-        _tick()
+        return _tick()
     except psycopg.Error as exc:  # Postgres away: requests wait in it, replies in memory
         _db_unavailable("timer", exc)
+        return True
 
 
-def _tick() -> None:
+def _tick() -> bool:
     global _last_run
     _sweep_answers()
-    flush_events()
+    recorded = flush_events()
     now = time.monotonic()
     woken = db.notified(CHANNEL)
     if not woken and now - _last_run < _POLL_SECONDS:
-        return
+        return recorded > 0
     _last_run = now
     # Mirror first: a phone that registers while its request is being dispatched (no binding
     # found yet) then finds it pending in memory, and its REGISTER sends the NOTIFY.
@@ -172,6 +174,7 @@ def _tick() -> None:
             break
         batch = DISPATCH_BATCH
     db.query("SELECT autoprov.expire_notifies(%s)", (LOST_AFTER,))
+    return True
 
 
 def after_register(user: str, domain: str) -> None:
@@ -283,10 +286,11 @@ def _sweep_answers() -> None:
     KSR.htable.sht_iterator_end("an")
 
 
-def flush_events() -> None:
-    """Record the queued replies in one round trip (in any order: each carries its stage)."""
+def flush_events() -> int:
+    """Record the queued replies in one round trip (in any order: each carries its stage); how
+    many there were."""
     if KSR.htable.sht_iterator_start("ev", EVENTS_TABLE) < 0:
-        return
+        return 0
     events = []
     while KSR.htable.sht_iterator_next("ev") > 0:
         key, value = pv("$shtitkey(ev)"), pv("$shtitval(ev)")
@@ -298,7 +302,7 @@ def flush_events() -> None:
                            fields[2] == "1", float(fields[3])))
     KSR.htable.sht_iterator_end("ev")
     if not events:
-        return
+        return 0
     try:
         db.query("SELECT autoprov.record_notify_outcomes(%s, %s, %s, %s, %s, %s)",
                  tuple([e[i] for e in events] for i in range(6)))
@@ -307,3 +311,4 @@ def flush_events() -> None:
             _store(event[0], "challenge" if event[3] else "final", event[1], event[2], event[4],
                    event[5])
         raise
+    return len(events)

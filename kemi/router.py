@@ -57,7 +57,10 @@ class Router:
         return 1
 
     def ksr_resync_tick(self, msg: object, evname: str = "") -> int:
-        extension.tick()
+        busy = extension.tick()
         credentials.tick()
         bindings.tick()
+        if not busy and extension.wait_idle():
+            extension.tick()  # woken by the database: a resync request, sent without delay
+            credentials.tick()
         return 1
