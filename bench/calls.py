@@ -35,7 +35,7 @@ class Sizes:
     phones: int = 2000
     step_seconds: float = 4.0
     bisections: int = 3
-    fixed_rounds: int = 3
+    fixed_rounds: int = 5
 
     @classmethod
     def quick(cls) -> Sizes:
