@@ -48,6 +48,7 @@ def command(settings: Settings, binary: str = "rtpengine") -> list[str]:
         # A phone's RTP from where its SDP said is taken at once; from elsewhere (NAT) its first
         # packets teach rtpengine where it really is.
         "--endpoint-learning=heuristic",
+        "--log-level=5",  # notices and worse: not a few lines per call
     ]
 
 
