@@ -43,15 +43,6 @@ def query(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     raise AssertionError("unreachable")
 
 
-def notified(channel: str) -> bool:
-    """Whether a NOTIFY arrived on `channel` since the last call (LISTENing on first use).
-
-    Also True right after (re)connecting, since notifications may have been missed meanwhile.
-    """
-    payloads = notifications(channel)
-    return payloads is None or len(payloads) > 0
-
-
 def wait_for_notification(timeout: float) -> bool:
     """Sleep until a NOTIFY arrives on any channel LISTENed to (True), or `timeout` seconds (the
     idle timer: woken at once by the database, not every tick for nothing)."""

@@ -19,6 +19,7 @@ possibly in another worker, so what it waits for is kept in shared memory (`resy
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 
@@ -35,6 +36,10 @@ EVENTS_TABLE = "resync_events"  # replies to record: "nid.stage" -> "code:timed_
 # Call-ID of a NOTIFY that answers a challenge -> "nid|CSeq|stale answers left|sent at".
 ANSWERS_TABLE = "resync_answers"
 CALLID_PREFIX = "resync-"
+QUEUED_PAYLOAD = "queued"  # sql/014: a dispatch queued NOTIFYs (no new request)
+SENT_TABLE = "resync_sent"  # NOTIFY id -> its notify_send_info row (JSON), while in flight
+STATE_TABLE = "autoprov_state"
+IN_FLIGHT_KEY = "resync_in_flight"  # NOTIFYs sent whose final outcome is not in yet
 # tm gives up after fr_timer (5 s, kamailio.cfg) without telling any route: an answer without a
 # final reply by then (and a margin) was not answered.
 ANSWER_TIMEOUT_S = 8.0
@@ -54,6 +59,11 @@ _POLL_SECONDS = _settings.resync_poll_ms / 1000
 
 _last_run = 0.0
 _last_sweep = 0.0
+_last_expire = 0.0
+_backlog = False  # NOTIFYs queued beyond the window: the next tick goes on without being woken
+# A NOTIFY in flight holds ~45 KB of Kamailio's shared memory (uac's copy of the request and its
+# transaction): at most a third of sip_shm_mb goes to them; the rest wait queued in Postgres.
+MAX_IN_FLIGHT = max(100, _settings.sip_shm_mb * 1024 // 3 // 45)
 _pending_aors: set[str] = set()
 _last_db_warning = 0.0
 DB_WARNING_EVERY = 10.0  # seconds: one line per outage period, not one per 20 ms tick
@@ -105,6 +115,9 @@ def send(row: tuple[object, ...]) -> None:
     KSR.pv.sets("$uac_req(hdrs)", _headers(row))
     KSR.pv.seti("$uac_req(evroute)", 1)  # every reply and timeout comes to ksr_uac_event
     KSR.pv.sets("$uac_req(evparam)", str(nid))
+    # Before sending: the phone's challenge may reach another worker before this returns.
+    KSR.htable.sht_sets(SENT_TABLE, str(nid), json.dumps(list(row), default=str))
+    KSR.htable.sht_inc(STATE_TABLE, IN_FLIGHT_KEY)
     sent = KSR.uac.uac_req_send()
     # Per-NOTIFY lines at debug level: a fan-out to thousands of phones is one log line each
     # otherwise; the outcomes are in autoprov.resync_notify.
@@ -124,12 +137,26 @@ def _send_answer(row: tuple[object, ...], callid: str, from_tag: str, cseq: int,
                              headers, "") > 0
 
 
-def _send_claimed(only_aor: str | None = None) -> int:
+def _send_claimed(only_aor: str | None = None, limit: int = CLAIM_BATCH) -> int:
     rows = db.query("SELECT * FROM autoprov.claim_notifies(%s, %s, %s)",
-                    (_SERVER_ID, CLAIM_BATCH, only_aor))
+                    (_SERVER_ID, limit, only_aor))
     for row in rows:
         send(row)
     return len(rows)
+
+
+def _in_flight() -> int:
+    return int(KSR.htable.sht_get(STATE_TABLE, IN_FLIGHT_KEY) or 0)
+
+
+def _recount_in_flight() -> None:
+    """Once a second while NOTIFYs are out: the counter set from the database (a worker that
+    died between sending and recording cannot leave the window shut)."""
+    if _in_flight() <= 0 and not _backlog:
+        return
+    rows = db.query("SELECT count(*) FROM autoprov.resync_notify"
+                    " WHERE state = 'sent' AND server_id = %s", (_SERVER_ID,))
+    KSR.htable.sht_seti(STATE_TABLE, IN_FLIGHT_KEY, int(rows[0][0]) if rows else 0)
 
 
 def _refresh_pending() -> None:
@@ -153,28 +180,62 @@ def tick() -> bool:
 
 
 def _tick() -> bool:
-    global _last_run
+    global _last_run, _backlog
     _sweep_answers()
     recorded = flush_events()
     now = time.monotonic()
-    woken = db.notified(CHANNEL)
-    if not woken and now - _last_run < _POLL_SECONDS:
+    payloads = db.notifications(CHANNEL)
+    # New requests (or notifications possibly missed): dispatch them; "queued" only: send.
+    new_requests = payloads is None or any(p != QUEUED_PAYLOAD for p in payloads)
+    polled = now - _last_run >= _POLL_SECONDS
+    if not (new_requests or payloads or _backlog or polled):
         return recorded > 0
     _last_run = now
-    # Mirror first: a phone that registers while its request is being dispatched (no binding
-    # found yet) then finds it pending in memory, and its REGISTER sends the NOTIFY.
-    _refresh_pending()
-    # Dispatch and send in batches: the first phones hear from us while the rest is queued.
-    batch = FIRST_BATCH
-    while True:
-        taken = int(db.query("SELECT autoprov.dispatch_unchecked(%s)", (batch,))[0][0])
-        sent = _send_claimed()
-        flush_events()  # the first phones' answers are in while the rest is being sent
-        if taken < batch and sent < CLAIM_BATCH:
-            break
-        batch = DISPATCH_BATCH
-    db.query("SELECT autoprov.expire_notifies(%s)", (LOST_AFTER,))
+    if new_requests or polled:
+        _dispatch_woken()
+    _send_window()
+    _expire(now)
     return True
+
+
+def _dispatch_woken() -> None:
+    """New requests: the first ones go out at once; then the pending AORs are mirrored into
+    shared memory (a fan-out to a fleet mirrors thousands: after its first NOTIFYs, not before),
+    and the first batch's requests that found no binding are checked again, since their phone may
+    have registered before the mirror told its REGISTER about them."""
+    started = db.query("SELECT clock_timestamp()")[0][0]
+    db.query("SELECT autoprov.dispatch_unchecked(%s)", (FIRST_BATCH,))
+    _send_claimed(limit=min(FIRST_BATCH, max(0, MAX_IN_FLIGHT - _in_flight())))
+    _refresh_pending()
+    db.query("UPDATE autoprov.resync_request SET checked = false"
+             " WHERE state = 'pending' AND checked AND updated_at >= %s", (started,))
+
+
+def _send_window() -> None:
+    """Dispatch and send in batches while the window of NOTIFYs in flight has room; what does
+    not fit waits queued for the next tick (no longer woken by the database)."""
+    global _backlog
+    while True:
+        room = MAX_IN_FLIGHT - _in_flight()
+        if room <= 0:
+            _backlog = True
+            return
+        taken = int(db.query("SELECT autoprov.dispatch_unchecked(%s)", (DISPATCH_BATCH,))[0][0])
+        limit = min(room, CLAIM_BATCH)
+        sent = _send_claimed(limit=limit)
+        flush_events()  # the first phones' answers are in while the rest is being sent
+        if taken < DISPATCH_BATCH and sent < limit:
+            _backlog = False
+            return
+
+
+def _expire(now: float) -> None:
+    global _last_expire
+    if now - _last_expire < SWEEP_EVERY_S:
+        return
+    _last_expire = now
+    db.query("SELECT autoprov.expire_notifies(%s)", (LOST_AFTER,))
+    _recount_in_flight()
 
 
 def after_register(user: str, domain: str) -> None:
@@ -191,14 +252,9 @@ def after_register(user: str, domain: str) -> None:
 def _answer_challenge(nid: int, code: int, stale_left: int) -> bool:
     """Answer the challenge in this reply with the line's credentials; False if it cannot be
     answered. The reply is the current message (uac's event route or the core reply route)."""
-    try:
-        rows = db.query("SELECT * FROM autoprov.notify_send_info WHERE id = %s", (nid,))
-    except psycopg.Error as exc:
-        _db_unavailable("challenge", exc)
+    row = _sent_row(nid)
+    if row is None:
         return False
-    if not rows:
-        return False
-    row = rows[0]
     challenge = pv("$hdr(WWW-Authenticate)" if code == 401 else "$hdr(Proxy-Authenticate)")
     contact, username, password = str(row[2]), str(row[8]), str(row[9])
     try:
@@ -217,7 +273,24 @@ def _answer_challenge(nid: int, code: int, stale_left: int) -> bool:
     return False
 
 
+def _sent_row(nid: int) -> tuple[object, ...] | None:
+    """The notify_send_info row NOTIFY `nid` was sent with: from memory (no query per phone in a
+    fan-out), else (sent by a proxy since restarted) from the database."""
+    kept = KSR.htable.sht_get(SENT_TABLE, str(nid))
+    if kept:
+        return tuple(json.loads(str(kept)))
+    try:
+        rows = db.query("SELECT * FROM autoprov.notify_send_info WHERE id = %s", (nid,))
+    except psycopg.Error as exc:
+        _db_unavailable("challenge", exc)
+        return None
+    return rows[0] if rows else None
+
+
 def _queue(nid: str, stage: str, code: int, timed_out: bool, after_challenge: bool) -> None:
+    if stage == "final":
+        KSR.htable.sht_rm(SENT_TABLE, nid)
+        KSR.htable.sht_dec(STATE_TABLE, IN_FLIGHT_KEY)
     _store(int(nid), stage, code, timed_out, after_challenge, time.time())
     KSR.dbg(f"autoprov resync notify={nid} code={code} {stage}\n")
 
