@@ -63,7 +63,12 @@ _last_expire = 0.0
 _backlog = False  # NOTIFYs queued beyond the window: the next tick goes on without being woken
 # A NOTIFY in flight holds ~45 KB of Kamailio's shared memory (uac's copy of the request and its
 # transaction): at most a third of sip_shm_mb goes to them; the rest wait queued in Postgres.
+# Completed transactions stay in memory a few seconds more (tm's wait timer): a send that fails
+# for memory halves the window (_not_sent), which then grows back by a tenth per tick.
 MAX_IN_FLIGHT = max(100, _settings.sip_shm_mb * 1024 // 3 // 45)
+MIN_WINDOW = 50
+_window = MAX_IN_FLIGHT
+_send_failed = False
 _pending_aors: set[str] = set()
 _last_db_warning = 0.0
 DB_WARNING_EVERY = 10.0  # seconds: one line per outage period, not one per 20 ms tick
@@ -123,7 +128,22 @@ def send(row: tuple[object, ...]) -> None:
     # otherwise; the outcomes are in autoprov.resync_notify.
     KSR.dbg(f"autoprov resync notify={nid} aor={aor} contact={contact} sent={sent}\n")
     if sent < 0:
-        _queue(str(nid), "final", 0, timed_out=True, after_challenge=False)
+        _not_sent(str(nid))
+
+
+def _not_sent(nid: str) -> None:
+    """Kamailio could not send it (short of shared memory: too much in flight): back in the
+    queue, not recorded as unanswered; the window shrinks, and grows back while sends succeed."""
+    global _window, _send_failed
+    KSR.htable.sht_rm(SENT_TABLE, nid)
+    KSR.htable.sht_dec(STATE_TABLE, IN_FLIGHT_KEY)
+    _window = max(MIN_WINDOW, _window // 2)
+    _send_failed = True
+    try:
+        db.query("UPDATE autoprov.resync_notify SET state = 'queued', sent_at = NULL"
+                 " WHERE id = %s AND state = 'sent'", (int(nid),))
+    except psycopg.Error:  # still 'sent': expire_notifies records it as unanswered
+        _queue(nid, "final", 0, timed_out=True, after_challenge=False)
 
 
 def _send_answer(row: tuple[object, ...], callid: str, from_tag: str, cseq: int,
@@ -205,7 +225,7 @@ def _dispatch_woken() -> None:
     have registered before the mirror told its REGISTER about them."""
     started = db.query("SELECT clock_timestamp()")[0][0]
     db.query("SELECT autoprov.dispatch_unchecked(%s)", (FIRST_BATCH,))
-    _send_claimed(limit=min(FIRST_BATCH, max(0, MAX_IN_FLIGHT - _in_flight())))
+    _send_claimed(limit=min(FIRST_BATCH, max(0, _window - _in_flight())))
     _refresh_pending()
     db.query("UPDATE autoprov.resync_request SET checked = false"
              " WHERE state = 'pending' AND checked AND updated_at >= %s", (started,))
@@ -214,10 +234,13 @@ def _dispatch_woken() -> None:
 def _send_window() -> None:
     """Dispatch and send in batches while the window of NOTIFYs in flight has room; what does
     not fit waits queued for the next tick (no longer woken by the database)."""
-    global _backlog
+    global _backlog, _window, _send_failed
+    if not _send_failed:
+        _window = min(MAX_IN_FLIGHT, _window + max(1, _window // 10))
+    _send_failed = False
     while True:
-        room = MAX_IN_FLIGHT - _in_flight()
-        if room <= 0:
+        room = _window - _in_flight()
+        if room <= 0 or _send_failed:
             _backlog = True
             return
         taken = int(db.query("SELECT autoprov.dispatch_unchecked(%s)", (DISPATCH_BATCH,))[0][0])
