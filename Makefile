@@ -28,7 +28,9 @@ lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# Typed stubs for KSR, generated from the installed Kamailio's app_python.api_list RPC.
+# Typed stubs for KSR, generated from the running proxy's app_python.api_list RPC; run it with a tls:
+# socket in sip_listen and rtpengine_socket set, so every optional module is covered (the test
+# tests/test_kamailio_ops.py compares the committed ones with such a proxy).
 stubs: deps
 	$(VENV)/bin/autoprov kamailio stubs --out typings
 

@@ -12,7 +12,16 @@ from urllib.parse import urlsplit
 
 from autoprov import sipprobe, stack
 from autoprov.config import ROOT, Settings
-from tests.conftest import RunningService, autoprov_cli, make_settings, start_kamailio
+from tests.conftest import (
+    RunningService,
+    autoprov_cli,
+    make_settings,
+    own_proxy,
+    start_kamailio,
+)
+from tests.ports import free_port
+
+STUBS_SERVER_ID = 28  # a node id of its own (tests/conftest.py own_proxy)
 
 
 def test_changed_kemi_code_is_reloaded_without_restarting_kamailio(
@@ -49,9 +58,15 @@ def test_changed_kemi_code_is_reloaded_without_restarting_kamailio(
 
 
 def test_committed_ksr_stubs_match_the_installed_kamailio(
-    kamailio: RunningService, settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path
 ) -> None:
-    result = autoprov_cli(settings, "kamailio", "stubs", "--out", str(tmp_path))
+    # A proxy with every module autoprov may load (the tls module for a tls: socket, rtpengine
+    # for rtpengine_socket): the stubs cover what KEMI code may call in any configuration.
+    with own_proxy(settings, tmp_path, STUBS_SERVER_ID, f"udp:127.0.0.1:{free_port()}",
+                   f"tls:127.0.0.1:{free_port()}",
+                   rtpengine_socket=f"udp:127.0.0.1:{free_port()}", rtpengine_run=False) as own:
+        result = autoprov_cli(own, "kamailio", "stubs", "--out", str(tmp_path / "out"))
+    tmp_path = tmp_path / "out"
     assert result.returncode == 0, result.stderr
     generated = {p.name: p.read_text() for p in (tmp_path / "KSR").glob("*.pyi")}
     committed = {p.name: p.read_text() for p in (ROOT / "typings" / "KSR").glob("*.pyi")}
