@@ -207,9 +207,14 @@ class ProvisioningApp:
             return _text(404, "unknown-device")
         device, snapshot = found
         if device.vendor != requested.vendor.name:
-            wrong = _text(404, "another-vendors-file")
-            wrong.device_id = device.id  # for the cache, not the access log
-            return wrong
+            # A name several vendors' phones ask for (<mac>.cfg): the device's vendor decides.
+            own = vendors.parse_as(vendors.VENDORS[device.vendor], requested.file) \
+                if device.vendor in vendors.VENDORS else None
+            if own is None or own.mac != requested.mac:
+                wrong = _text(404, "another-vendors-file")
+                wrong.device_id = device.id  # for the cache, not the access log
+                return wrong
+            requested = own
         if self.port == "tls":
             return self.renderer.config(requested, device, lines), device, snapshot
         return self.renderer.bootstrap(requested, device), device, snapshot

@@ -24,9 +24,9 @@ def render(settings: Settings, mac: str, *, bootstrap: bool = False,
     vendor = vendors.get(device.vendor)
     if file is None:
         own = [f for f in vendor.files_for(device.model, mac)
-               if (r := vendors.parse(f)) is not None and r.mac == mac]
+               if (r := vendors.parse_as(vendor, f)) is not None and r.mac == mac]
         file = own[0]
-    requested = vendors.parse(file)
+    requested = vendors.parse_as(vendor, file) or vendors.parse(file)
     if requested is None:
         raise PreviewError(f"{file!r} is not a file name any supported phone asks for")
     if requested.vendor is not vendor:

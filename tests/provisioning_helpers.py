@@ -17,8 +17,10 @@ from autoprov.config import Settings
 from provisioning_wsgi.cache import FLUSH_INTERVAL_S
 
 # Vendors' OUIs, so test MACs look like the phones'.
-OUI = {"cisco": "0002fd", "yealink": "001565", "panasonic": "0080f0"}
-MODELS = {"cisco": "SPA504G", "yealink": "T46U", "panasonic": "KX-UT136"}
+OUI = {"cisco": "0002fd", "yealink": "001565", "panasonic": "0080f0", "snom": "000413",
+       "polycom": "0004f2", "grandstream": "000b82", "fanvil": "0c383e"}
+MODELS = {"cisco": "SPA504G", "yealink": "T46U", "panasonic": "KX-UT136", "snom": "D785",
+          "polycom": "VVX450", "grandstream": "GRP2614", "fanvil": "X4U"}
 
 
 def new_mac(vendor: str) -> str:
@@ -27,7 +29,9 @@ def new_mac(vendor: str) -> str:
 
 def device_file(vendor: str, mac: str) -> str:
     return {"cisco": f"{mac}.xml", "yealink": f"{mac}.cfg",
-            "panasonic": f"Config{mac.upper()}.cfg"}[vendor]
+            "panasonic": f"Config{mac.upper()}.cfg", "snom": f"snomD785-{mac.upper()}.htm",
+            "polycom": f"{mac}-autoprov.cfg", "grandstream": f"cfg{mac}.xml",
+            "fanvil": f"{mac}.cfg"}[vendor]
 
 
 def bootstrap_url(settings: Settings, file: str) -> str:

@@ -102,4 +102,4 @@ def test_sql_refuses_a_malformed_mac_and_an_unknown_vendor(conn: psycopg.Connect
                      " VALUES ('00:15:65', 'yealink', 'T46U')")
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         conn.execute("INSERT INTO autoprov.device (mac, vendor, model)"
-                     " VALUES ('001565000099', 'snom', 'D785')")
+                     " VALUES ('001565000099', 'nosuch', 'D785')")

@@ -18,7 +18,7 @@ import pytest
 
 from autoprov.config import Settings
 from provisioning_wsgi.vendors import cisco
-from provisioning_wsgi.vendors.base import LINE_BREAK_OR_CONTROL, single_line
+from provisioning_wsgi.vendors.base import _NOT_XML_CHAR, LINE_BREAK_OR_CONTROL, single_line
 from tests.conftest import RunningService
 from tests.provisioning_helpers import add_device, client, config_url, device_file, phone_cert
 
@@ -115,8 +115,8 @@ def test_printable_text_is_left_to_the_cheap_path_only_when_nothing_in_it_is_rep
     """Both escapes skip their replacing pass for text Python calls printable: that is only
     right while every character they replace is unprintable."""
     replaced = [c for c in map(chr, range(sys.maxunicode + 1))
-                if LINE_BREAK_OR_CONTROL.match(c) or cisco._NOT_XML_CHAR.match(c)]
+                if LINE_BREAK_OR_CONTROL.match(c) or _NOT_XML_CHAR.match(c)]
     assert replaced and not any(c.isprintable() for c in replaced)
     # Unprintable yet kept (a no-break space) beside what is replaced (a non-character).
-    assert cisco.escape("a\u00a0b\ufffec<d>") == "a\u00a0b c&lt;d&gt;"
+    assert cisco.VENDOR.escape("a\u00a0b\ufffec<d>") == "a\u00a0b c&lt;d&gt;"
     assert single_line("a\u00a0b\x00c") == "a\u00a0b c"

@@ -48,8 +48,10 @@ def test_bootstrap_points_the_phone_at_the_tls_port_without_any_credential(
 
     assert reply.status_code == 200
     assert sub.password not in reply.text and sub.username not in reply.text
-    assert f"https://{settings.public_host}:{settings.https_port}/device/autoprov/config/" \
-        in reply.text
+    # The TLS port's address and path (Grandstream and Fanvil write them without the scheme,
+    # Fanvil in two keys).
+    assert f"{settings.public_host}:{settings.https_port}" in reply.text
+    assert "device/autoprov/config/" in reply.text
     [(port, file, version, _addr, _ua)] = fetches(conn, mac)
     assert (port, file) == ("bootstrap", device_file(vendor, mac))
     assert reply.headers["ETag"] == f'"{version}"'
@@ -308,3 +310,21 @@ def test_odd_bytes_in_a_user_agent_never_hold_up_the_fetch_records(
     assert fetches(conn, nul) == []
     assert len(fetches(conn, plain_mac)) == 1
     provisioning.wait_for_log("denied client=127.0.0.1 port=bootstrap reason=bad-request")
+
+
+@pytest.mark.parametrize(("vendor", "start"), [
+    ("yealink", "#!version:1.0.0.1"),
+    ("fanvil", "<<VOIP CONFIG FILE>>"),
+    ("polycom", '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<APPLICATION '),
+])
+def test_a_file_name_several_vendors_ask_for_is_answered_in_the_devices_own_format(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, vendor: str, start: str,
+) -> None:
+    """Yealink, Fanvil and Poly phones all ask for <mac>.cfg: the device's vendor decides."""
+    mac = add_device(conn, vendor, [new_subscriber()])
+
+    reply = plain().get(bootstrap_url(settings, f"{mac}.cfg"))
+
+    assert reply.status_code == 200
+    assert reply.text.startswith(start), reply.text[:200]

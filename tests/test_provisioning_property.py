@@ -27,7 +27,8 @@ TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=(
                min_size=0, max_size=30)
 SECRET = TEXT.map(lambda s: MARK + s)
 MODEL = st.sampled_from(["SPA504G", "SPA525G2", "SPA303", "T46U", "T46G", "T54W", "T31P",
-                         "W52P", "KX-UT136", "KX-HDV230", "KX-TGP600", "X", "weird/model"])
+                         "W52P", "KX-UT136", "KX-HDV230", "KX-TGP600", "D785", "VVX450",
+                         "GRP2614", "gxp2170", "X4U", "X", "weird/model"])
 MAC = st.sampled_from(sorted(OUI.values())).flatmap(
     lambda oui: st.binary(min_size=3, max_size=3).map(lambda b: oui + b.hex()))
 LINE = st.builds(Line, number=st.integers(1, 64), username=SECRET, domain=TEXT,
@@ -50,17 +51,20 @@ def test_no_bootstrap_file_holds_a_line_secret(vendor: str, model: str, mac: str
     device = Device(1, mac, vendor, model)
     renderer = Renderer(Settings(public_host=public_host))
     names = module.files_for(model if "/" not in model else "X", mac)
+    full_leaks = []
     for file in names:
-        requested = vendors.parse(file)
+        requested = vendors.parse_as(module, file)
         if requested is None:  # a model whose common file name no phone would ask for
             continue
         body = renderer.bootstrap(requested, device if requested.mac else None).body
         for line in lines:
             assert leaked(body, module, line) == []
-        # The full config of the same device does carry them: the test would see a leak.
         if requested.mac and lines:
             full = renderer.config(requested, device, lines).body
-            assert leaked(full, module, lines[0])
+            full_leaks += leaked(full, module, lines[0])
+    # The full config of the same device does carry them (in one of its files, Poly's master
+    # file holds none): the test would see a leak.
+    assert full_leaks or not lines
 
 
 @given(vendor=st.sampled_from(sorted(vendors.VENDORS)), model=MODEL,

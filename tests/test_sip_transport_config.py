@@ -34,12 +34,33 @@ EXPECTED = {
         "tcp": ['SIP_TRANSPORT_1="1"', 'SIP_PRXY_PORT_1="5070"'],
         "tls": ['SIP_TRANSPORT_1="2"', 'SIP_PRXY_PORT_1="5061"'],
     }),
+    "snom": ("000413000001", "D785", "snomD785-000413000001.htm", {
+        "udp": ['<user_outbound idx="1" perm="R">prov.example.test:5060;transport=udp<'],
+        "tcp": ['<user_outbound idx="1" perm="R">prov.example.test:5070;transport=tcp<'],
+        "tls": ['<user_outbound idx="1" perm="R">prov.example.test:5061;transport=tls<'],
+    }),
+    "polycom": ("0004f2000001", "VVX450", "0004f2000001-autoprov.cfg", {
+        "udp": ['reg.1.server.1.transport="UDPOnly"', 'reg.1.outboundProxy.port="5060"'],
+        "tcp": ['reg.1.server.1.transport="TCPOnly"', 'reg.1.outboundProxy.port="5070"'],
+        "tls": ['reg.1.server.1.transport="TLS"', 'reg.1.outboundProxy.port="5061"',
+                'reg.1.outboundProxy.transport="TLS"'],
+    }),
+    "grandstream": ("000b82000001", "GRP2614", "cfg000b82000001.xml", {
+        "udp": ["<P130>0</P130>", "<P48>prov.example.test:5060</P48>"],
+        "tcp": ["<P130>1</P130>", "<P48>prov.example.test:5070</P48>"],
+        "tls": ["<P130>2</P130>", "<P48>prov.example.test:5061</P48>"],
+    }),
+    "fanvil": ("0c383e000001", "X4U", "0c383e000001.cfg", {
+        "udp": ["SIP1 Transport          :0", "SIP1 Proxy Port         :5060"],
+        "tcp": ["SIP1 Transport          :1", "SIP1 Proxy Port         :5070"],
+        "tls": ["SIP1 Transport          :3", "SIP1 Proxy Port         :5061"],
+    }),
 }
 
 
 def _config(settings: Settings, vendor: str, own: str | None = None) -> str:
     mac, model, file, _ = EXPECTED[vendor]
-    requested = vendors.parse(file)
+    requested = vendors.parse_as(vendors.get(vendor), file)
     assert requested is not None and requested.vendor.name == vendor, file
     device = Device(1, mac, vendor, model, own)
     return Renderer(settings).config(requested, device, LINES).body.decode()

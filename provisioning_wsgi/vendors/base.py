@@ -98,3 +98,32 @@ def lines_of(text: str) -> list[str]:
 
 def mac_pattern(prefix: str, suffix: str) -> re.Pattern[str]:
     return re.compile(rf"^{prefix}(?P<mac>[0-9A-Fa-f]{{12}}){suffix}$")
+
+
+# XML 1.0 Char production: anything else cannot appear in a document, even escaped.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_ENTITIES = {
+    "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;",
+    # Escaped so a parser's end-of-line and whitespace handling keeps them as they are.
+    "\t": "&#9;", "\n": "&#10;", "\r": "&#13;",
+}
+_XML_SPECIAL = re.compile("[&<>\"'\t\n\r]")
+
+
+def xml_escape(value: object) -> str:
+    """For XML formats, in element text and in attribute values alike."""
+    done = passthrough(value)
+    if done is not None:
+        return done
+    text = str(value)
+    if not text.isprintable():  # what XML cannot carry is all unprintable (controls, U+FFFE...)
+        text = _NOT_XML_CHAR.sub(" ", text)
+    return _XML_SPECIAL.sub(_entity, text)
+
+
+def _entity(match: re.Match[str]) -> str:
+    return _ENTITIES[match.group(0)]
+
+
+def xml_representable(value: str) -> bool:
+    return not _NOT_XML_CHAR.search(value)

@@ -7,34 +7,14 @@ import re
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from provisioning_wsgi.vendors.base import FileKind, Vendor, lines_of, mac_pattern, passthrough
-
-# XML 1.0 Char production: anything else cannot appear in a document, even escaped.
-_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_ENTITIES = {
-    "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;",
-    # Escaped so a parser's end-of-line and whitespace handling keeps them as they are.
-    "\t": "&#9;", "\n": "&#10;", "\r": "&#13;",
-}
-_SPECIAL = re.compile("[&<>\"'\t\n\r]")
-
-
-def escape(value: object) -> str:
-    done = passthrough(value)
-    if done is not None:
-        return done
-    text = str(value)
-    if not text.isprintable():  # what XML cannot carry is all unprintable (controls, U+FFFE...)
-        text = _NOT_XML_CHAR.sub(" ", text)
-    return _SPECIAL.sub(_entity, text)
-
-
-def _entity(match: re.Match[str]) -> str:
-    return _ENTITIES[match.group(0)]
-
-
-def representable(value: str) -> bool:
-    return not _NOT_XML_CHAR.search(value)
+from provisioning_wsgi.vendors.base import (
+    FileKind,
+    Vendor,
+    lines_of,
+    mac_pattern,
+    xml_escape,
+    xml_representable,
+)
 
 
 def finish(text: str) -> bytes:
@@ -75,8 +55,8 @@ VENDOR = Vendor(
         FileKind(mac_pattern("(?:spa)?", r"\.xml"), "MAC.xml"),
         FileKind(re.compile(r"^spa(?P<model>[0-9]{3}[0-9A-Za-z]{0,4})\.cfg$"), "spaPSN.cfg"),
     ),
-    escape=escape,
-    representable=representable,
+    escape=xml_escape,
+    representable=xml_representable,
     finish=finish,
     line_slots=12,
     files_for=files_for,

@@ -1,0 +1,61 @@
+"""Fanvil X series: the text "VOIP CONFIG FILE", `Key :value` lines in `<MODULE>` sections,
+ended by `<<END OF FILE>>`.
+
+The phone asks for `<mac>.cfg` (`$mac` in its Flash File Name), a name Yealink phones ask for too
+(vendors.parse_as: the device's vendor decides). A value runs to the end of its line: nothing in it
+may break the line or start with `<<`, which the phone could take for a marker.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from provisioning_wsgi.vendors.base import (
+    FileKind,
+    Vendor,
+    lines_of,
+    mac_pattern,
+    no_line_breaks,
+    single_line,
+)
+
+
+def escape(value: object) -> str:
+    text = single_line(value)
+    return text if not text.lstrip().startswith("<<") else text.replace("<", " ", 2)
+
+
+def representable(value: str) -> bool:
+    return no_line_breaks(value) and not value.lstrip().startswith("<<")
+
+
+def finish(text: str) -> bytes:
+    return ("\r\n".join(lines_of(text)) + "\r\n").encode()
+
+
+def files_for(model: str, mac: str) -> list[str]:
+    return [f"{mac}.cfg"]
+
+
+def client_subject(mac: str) -> x509.Name:
+    # Fanvil's device certificate layout is not publicly documented (docs/vendors.md): the MAC,
+    # upper case, as the common name, as its peers write it.
+    attr = x509.NameAttribute
+    return x509.Name([
+        attr(NameOID.ORGANIZATION_NAME, "Fanvil Technology Co., Ltd."),
+        attr(NameOID.COMMON_NAME, mac.upper()),
+    ])
+
+
+VENDOR = Vendor(
+    name="fanvil",
+    content_type="text/plain; charset=utf-8",
+    files=(FileKind(mac_pattern("", r"\.cfg"), "MAC.cfg"),),
+    escape=escape,
+    representable=representable,
+    finish=finish,
+    line_slots=6,
+    files_for=files_for,
+    client_subject=client_subject,
+)

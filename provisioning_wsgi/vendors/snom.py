@@ -1,0 +1,59 @@
+"""Snom D7xx/D8xx: XML `<settings><phone-settings>`, one element per setting, `idx` per identity.
+
+The phone fetches the URL of its `setting_server`, with `{mac}` replaced by its MAC (upper case):
+a factory phone pointed at the plain port asks for `snom<MODEL>.htm`; the bootstrap then sets
+`setting_server` to its own file on the TLS port, `snom<MODEL>-{mac}.htm`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from provisioning_wsgi.vendors.base import (
+    FileKind,
+    Vendor,
+    lines_of,
+    xml_escape,
+    xml_representable,
+)
+
+# Snom's model names have no hyphen (D785, D865, 715): "snomD785-<MAC>.htm" is never a model file.
+_MODEL = r"(?P<model>[A-Za-z0-9]{1,16})"
+
+
+def finish(text: str) -> bytes:
+    return ("\n".join(lines_of(text)) + "\n").encode()
+
+
+def files_for(model: str, mac: str) -> list[str]:
+    return [f"snom{model}.htm", f"snom{model}-{mac.upper()}.htm"]
+
+
+def client_subject(mac: str) -> x509.Name:
+    """As in Snom's factory certificates (issuer "Snom Phone 1 SHA-256"): the MAC, upper case,
+    is the common name."""
+    attr = x509.NameAttribute
+    return x509.Name([
+        attr(NameOID.ORGANIZATION_NAME, "snom technology AG"),
+        attr(NameOID.COMMON_NAME, mac.upper()),
+    ])
+
+
+VENDOR = Vendor(
+    name="snom",
+    content_type="application/xml; charset=utf-8",
+    files=(
+        FileKind(re.compile(r"^snom(?P<model>[A-Za-z0-9_-]{1,24}?)-(?P<mac>[0-9A-Fa-f]{12})\.htm$"),
+                 "snomMODEL-MAC.htm"),
+        FileKind(re.compile(rf"^snom{_MODEL}\.htm$"), "snomMODEL.htm"),
+    ),
+    escape=xml_escape,
+    representable=xml_representable,
+    finish=finish,
+    line_slots=12,
+    files_for=files_for,
+    client_subject=client_subject,
+)
