@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 from markupsafe import Markup
 
 
@@ -94,6 +95,20 @@ def lines_of(text: str) -> list[str]:
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
+
+
+def lf_lines(text: str) -> bytes:
+    """A `finish` for formats read line by line with LF ends: one final newline."""
+    return ("\n".join(lines_of(text)) + "\n").encode()
+
+
+def mac_common_name(organization: str) -> Callable[[str], x509.Name]:
+    """A `client_subject` in the style most factory certificates share: the vendor as O and the
+    MAC, upper case, as the common name."""
+    def subject(mac: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+                          x509.NameAttribute(NameOID.COMMON_NAME, mac.upper())])
+    return subject
 
 
 def mac_pattern(prefix: str, suffix: str) -> re.Pattern[str]:

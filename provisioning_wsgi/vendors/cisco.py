@@ -10,16 +10,11 @@ from cryptography.x509.oid import NameOID
 from provisioning_wsgi.vendors.base import (
     FileKind,
     Vendor,
-    lines_of,
+    lf_lines,
     mac_pattern,
     xml_escape,
     xml_representable,
 )
-
-
-def finish(text: str) -> bytes:
-    return ("\n".join(lines_of(text)) + "\n").encode()
-
 
 _PSN = re.compile(r"^[0-9]{3}[0-9A-Za-z]{0,4}$")
 
@@ -57,7 +52,7 @@ VENDOR = Vendor(
     ),
     escape=xml_escape,
     representable=xml_representable,
-    finish=finish,
+    finish=lf_lines,
     line_slots=12,
     files_for=files_for,
     client_subject=client_subject,

@@ -8,13 +8,11 @@ may break the line or start with `<<`, which the phone could take for a marker.
 
 from __future__ import annotations
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from provisioning_wsgi.vendors.base import (
     FileKind,
     Vendor,
     lines_of,
+    mac_common_name,
     mac_pattern,
     no_line_breaks,
     single_line,
@@ -38,16 +36,6 @@ def files_for(model: str, mac: str) -> list[str]:
     return [f"{mac}.cfg"]
 
 
-def client_subject(mac: str) -> x509.Name:
-    # Fanvil's device certificate layout is not publicly documented (docs/vendors.md): the MAC,
-    # upper case, as the common name, as its peers write it.
-    attr = x509.NameAttribute
-    return x509.Name([
-        attr(NameOID.ORGANIZATION_NAME, "Fanvil Technology Co., Ltd."),
-        attr(NameOID.COMMON_NAME, mac.upper()),
-    ])
-
-
 VENDOR = Vendor(
     name="fanvil",
     content_type="text/plain; charset=utf-8",
@@ -57,5 +45,6 @@ VENDOR = Vendor(
     finish=finish,
     line_slots=6,
     files_for=files_for,
-    client_subject=client_subject,
+    # Not publicly documented (docs/vendors.md): as its peers' certificates.
+    client_subject=mac_common_name("Fanvil Technology Co., Ltd."),
 )

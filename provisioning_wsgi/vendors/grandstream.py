@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import re
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from provisioning_wsgi.vendors.base import (
     FileKind,
     Vendor,
-    lines_of,
+    lf_lines,
+    mac_common_name,
     mac_pattern,
     xml_escape,
     xml_representable,
@@ -24,22 +22,8 @@ from provisioning_wsgi.vendors.base import (
 _MODEL = r"(?P<model>(?:gxp|grp|gxv|gac|wp|ht)[0-9a-z]{1,12})"
 
 
-def finish(text: str) -> bytes:
-    return ("\n".join(lines_of(text)) + "\n").encode()
-
-
 def files_for(model: str, mac: str) -> list[str]:
     return [f"cfg{mac}.xml", f"cfg{model.lower()}.xml", "cfg.xml"]
-
-
-def client_subject(mac: str) -> x509.Name:
-    """As in Grandstream's factory certificates (under "Grandstream Networks Root CA"): the MAC,
-    upper case, is the common name."""
-    attr = x509.NameAttribute
-    return x509.Name([
-        attr(NameOID.ORGANIZATION_NAME, "Grandstream Networks, Inc."),
-        attr(NameOID.COMMON_NAME, mac.upper()),
-    ])
 
 
 VENDOR = Vendor(
@@ -52,9 +36,10 @@ VENDOR = Vendor(
     ),
     escape=xml_escape,
     representable=xml_representable,
-    finish=finish,
+    finish=lf_lines,
     # Accounts 1 to 4 have documented P-values (README, docs/vendors.md).
     line_slots=4,
     files_for=files_for,
-    client_subject=client_subject,
+    # As Grandstream's factory certificates (under "Grandstream Networks Root CA").
+    client_subject=mac_common_name("Grandstream Networks, Inc."),
 )

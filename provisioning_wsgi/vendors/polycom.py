@@ -10,35 +10,19 @@ from __future__ import annotations
 
 import re
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from provisioning_wsgi.vendors.base import (
     FileKind,
     Vendor,
-    lines_of,
+    lf_lines,
+    mac_common_name,
     mac_pattern,
     xml_escape,
     xml_representable,
 )
 
 
-def finish(text: str) -> bytes:
-    return ("\n".join(lines_of(text)) + "\n").encode()
-
-
 def files_for(model: str, mac: str) -> list[str]:
     return [f"{mac}.cfg", "000000000000.cfg", f"{mac}-autoprov.cfg"]
-
-
-def client_subject(mac: str) -> x509.Name:
-    """As in Poly's factory device certificates (Polycom Equipment Issuing CA, under "Polycom
-    Root CA"): the MAC, upper case, is the common name."""
-    attr = x509.NameAttribute
-    return x509.Name([
-        attr(NameOID.ORGANIZATION_NAME, "Polycom Inc."),
-        attr(NameOID.COMMON_NAME, mac.upper()),
-    ])
 
 
 VENDOR = Vendor(
@@ -53,8 +37,9 @@ VENDOR = Vendor(
     ),
     escape=xml_escape,
     representable=xml_representable,
-    finish=finish,
+    finish=lf_lines,
     line_slots=12,
     files_for=files_for,
-    client_subject=client_subject,
+    # As Poly's factory certificates (under "Polycom Root CA").
+    client_subject=mac_common_name("Polycom Inc."),
 )

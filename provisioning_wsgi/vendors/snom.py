@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import re
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from provisioning_wsgi.vendors.base import (
     FileKind,
     Vendor,
-    lines_of,
+    lf_lines,
+    mac_common_name,
     xml_escape,
     xml_representable,
 )
@@ -24,22 +22,8 @@ from provisioning_wsgi.vendors.base import (
 _MODEL = r"(?P<model>[A-Za-z0-9]{1,16})"
 
 
-def finish(text: str) -> bytes:
-    return ("\n".join(lines_of(text)) + "\n").encode()
-
-
 def files_for(model: str, mac: str) -> list[str]:
     return [f"snom{model}.htm", f"snom{model}-{mac.upper()}.htm"]
-
-
-def client_subject(mac: str) -> x509.Name:
-    """As in Snom's factory certificates (issuer "Snom Phone 1 SHA-256"): the MAC, upper case,
-    is the common name."""
-    attr = x509.NameAttribute
-    return x509.Name([
-        attr(NameOID.ORGANIZATION_NAME, "snom technology AG"),
-        attr(NameOID.COMMON_NAME, mac.upper()),
-    ])
 
 
 VENDOR = Vendor(
@@ -52,8 +36,9 @@ VENDOR = Vendor(
     ),
     escape=xml_escape,
     representable=xml_representable,
-    finish=finish,
+    finish=lf_lines,
     line_slots=12,
     files_for=files_for,
-    client_subject=client_subject,
+    # As Snom's factory certificates (issuer "Snom Phone 1 SHA-256").
+    client_subject=mac_common_name("snom technology AG"),
 )

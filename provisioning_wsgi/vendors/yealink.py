@@ -10,7 +10,7 @@ from cryptography.x509.oid import NameOID
 from provisioning_wsgi.vendors.base import (
     FileKind,
     Vendor,
-    lines_of,
+    lf_lines,
     mac_pattern,
     no_line_breaks,
     single_line,
@@ -26,10 +26,6 @@ FAMILIES = {
     "T31": 124, "T31G": 124, "T31P": 124, "T33P": 124, "T33G": 124, "W52P": 25, "CP920": 78,
     "CP960": 73,
 }
-
-
-def finish(text: str) -> bytes:
-    return ("\n".join(lines_of(text)) + "\n").encode()
 
 
 def files_for(model: str, mac: str) -> list[str]:
@@ -61,7 +57,7 @@ VENDOR = Vendor(
     ),
     escape=single_line,
     representable=no_line_breaks,
-    finish=finish,
+    finish=lf_lines,
     line_slots=16,
     files_for=files_for,
     client_subject=client_subject,
