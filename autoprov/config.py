@@ -108,6 +108,9 @@ class Settings:
     tls_ecdsa_key: str = ""
     # Operators' template overrides: a file here wins over the shipped one of the same name.
     template_dir: str = ""
+    # Firmware images phones are pointed at: firmware_dir/VENDOR/MODEL/FILE (docs/firmware.md),
+    # served by the web front itself on both phone ports; empty: no firmware.
+    firmware_dir: str = ""
     # Zero-touch redirect services (see autoprov/redirect). An empty endpoint disables that
     # vendor's registrations (its jobs are marked skipped, with the reason).
     yealink_rps_url: str = ""
@@ -237,7 +240,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         value = chosen.get(name, default)
         if isinstance(default, Path) and not value.is_absolute():
             chosen[name] = (base / value).resolve()
-    for name in ("tls_cert", "tls_key", "tls_client_ca", "template_dir", "redirect_ca_bundle",
+    for name in ("tls_cert", "tls_key", "tls_client_ca", "template_dir", "firmware_dir",
+                 "redirect_ca_bundle",
                  "admin_tls_cert", "admin_tls_key"):
         if chosen.get(name):
             chosen[name] = str((base / chosen[name]).resolve())

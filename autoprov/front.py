@@ -28,6 +28,7 @@ from pathlib import Path
 
 from autoprov import pgcluster, tls
 from autoprov.config import Settings
+from provisioning_wsgi import firmware
 from provisioning_wsgi.api.app import MAX_CSV_BYTES
 from provisioning_wsgi.api.app import PREFIX as API_PREFIX
 
@@ -143,6 +144,24 @@ def _proxied(settings: Settings, label: str, headers: str,
 {refusals}"""
 
 
+def _firmware(settings: Settings) -> str:
+    """firmware_dir's images, served by nginx itself (ETag, Range, If-None-Match; a download
+    holds no app worker): names as provisioning_wsgi/firmware.py makes them, anything else 404."""
+    if not settings.firmware_dir:
+        return ""
+    root = Path(settings.firmware_dir).resolve()
+    name = firmware.NAME
+    return f"""        location {firmware.PATH} {{
+            location ~ "^{firmware.PATH}({name})/({name})/({name})$" {{
+                alias {root}/$1/$2/$3;
+                limit_except GET {{ deny all; }}
+                add_header Cache-Control "public, max-age=3600" always;
+            }}
+            return 404;
+        }}
+"""
+
+
 def phone_tls(settings: Settings, client_ca: Path) -> str:
     """The TLS directives of the phones' TLS server (certificates, versions, client
     certificates, sessions); bench/nginx.py gives its baseline the same."""
@@ -180,13 +199,13 @@ def config(settings: Settings) -> str:
     servers = f"""    server {{
         listen {host}:{settings.http_port} backlog={LISTEN_BACKLOG};
         client_max_body_size {PHONE_BODY_MAX};
-{_proxied(settings, "bootstrap", plain_headers)}
+{_firmware(settings)}{_proxied(settings, "bootstrap", plain_headers)}
     }}
     server {{
         listen {host}:{settings.https_port} ssl backlog={LISTEN_BACKLOG};
         client_max_body_size {PHONE_BODY_MAX};
 {phone_tls(settings, run / "client-ca.pem")}
-{_proxied(settings, "tls", tls_headers)}
+{_firmware(settings)}{_proxied(settings, "tls", tls_headers)}
     }}
 """
     if settings.admin_port:

@@ -27,6 +27,7 @@ import jinja2
 from autoprov import sipprobe
 from autoprov.config import Settings
 from autoprov.mac import colon_form
+from provisioning_wsgi import firmware
 from provisioning_wsgi.vendors import VENDORS
 from provisioning_wsgi.vendors.base import Requested, Vendor
 
@@ -160,6 +161,11 @@ class Renderer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._roots = template_roots(settings)
+        # Firmware too: a new image in firmware_dir changes the configs that name it.
+        self._watched = [*self._roots,
+                         *([Path(settings.firmware_dir)] if settings.firmware_dir else [])]
+        host = host_for_url(settings.public_host)
+        self._firmware_base = f"https://{host}:{settings.https_port}"
         self._environments = {name: _environment(vendor, self._roots)
                               for name, vendor in VENDORS.items()}
         self._urls = urls(settings)
@@ -169,7 +175,7 @@ class Renderer:
             for proto, server in sip_servers(settings).items()}
         self._choices: dict[tuple[str, ...], jinja2.Template] = {}
         self._generation = 0
-        self._files = template_files(self._roots)
+        self._files = template_files(self._watched)
         self._files_checked = time.monotonic()
         self._check_lock = threading.Lock()
         self._on_change: list[Callable[[], None]] = []
@@ -180,13 +186,23 @@ class Renderer:
 
     def config(self, requested: Requested, device: Device | None, lines: list[Line]) -> Rendered:
         """The full file for the TLS port."""
-        extra: dict[str, Any] = {"sip": self._sip_for(device), "lines": lines}
+        extra: dict[str, Any] = {"sip": self._sip_for(device), "lines": lines,
+                                 "firmware_url": self._firmware_url(device)}
         if device is not None:
             by_number = {line.number: line for line in lines}
             count = max([requested.vendor.line_slots, *by_number])
             extra["slots"] = [(n, by_number.get(n)) for n in range(1, count + 1)]
             self._warn_unrepresentable(requested.vendor, device, lines)
         return self._render(requested, "config", device, extra)
+
+    def _firmware_url(self, device: Device | None) -> str | None:
+        """The TLS URL of the device's model's firmware (provisioning_wsgi/firmware.py), if any."""
+        if device is None:
+            return None
+        name = firmware.image(self.settings.firmware_dir, device.vendor, device.model)
+        if name is None:
+            return None
+        return firmware.url(self._firmware_base, device.vendor, device.model, name)
 
     def _sip_for(self, device: Device | None) -> Mapping[str, Any]:
         """The device's own transport where the proxy listens on it, else sip_transport's."""
@@ -241,7 +257,7 @@ class Renderer:
             if now - self._files_checked < TEMPLATE_RECHECK_S:
                 return
             self._files_checked = now
-            files = template_files(self._roots)
+            files = template_files(self._watched)
             if files == self._files:
                 return
             self._files = files
