@@ -109,6 +109,20 @@ def cmd_device_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_device_unknown(settings: Settings, args: argparse.Namespace) -> int:
+    with db.connect(settings) as conn:
+        rows = devices.unknown(conn)
+    if args.json:
+        _print_json(rows)
+        return 0
+    for row in rows:
+        seen = f"{row['first_seen']:%Y-%m-%d %H:%M} .. {row['last_seen']:%Y-%m-%d %H:%M}"
+        print(f"{row['mac']}  {row['vendor']:<11}  {row['model'] or '-':<12}  "
+              f"{row['firmware'] or '-':<14}  {row['address'] or '-':<15}  {seen}  "
+              f"{row['fetch_count']} fetch(es)")
+    return 0
+
+
 def cmd_device_remove(settings: Settings, args: argparse.Namespace) -> int:
     with db.connect(settings) as conn:
         devices.remove(conn, args.mac)
@@ -316,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mac")
     p.add_argument("--json", action="store_true")
     p = command(dev, "list", cmd_device_list, "list devices")
+    p.add_argument("--json", action="store_true")
+    p = command(dev, "unknown", cmd_device_unknown,
+                "phones that asked for a config nobody created (never created automatically)")
     p.add_argument("--json", action="store_true")
     p = command(dev, "remove", cmd_device_remove, "delete a device")
     p.add_argument("mac")

@@ -129,6 +129,16 @@ def show(conn: Conn, mac: str) -> dict[str, Any]:
     }
 
 
+def unknown(conn: Conn) -> list[dict[str, Any]]:
+    """Phones that asked for a device file nobody created (sql/016), most recently seen first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT mac, vendor, model, firmware, address, first_seen, last_seen, fetch_count,"
+            "       user_agent FROM autoprov.unknown_device ORDER BY last_seen DESC, mac"
+        ).fetchall()
+    return [dict(r) for r in rows]
+
+
 def listing(conn: Conn) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(

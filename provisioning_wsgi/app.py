@@ -87,6 +87,9 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
 
 
+UNKNOWN_DEVICE = "unknown-device"
+
+
 class ProvisioningApp:
     def __init__(self, port: Port, renderer: Renderer, db: store.Store, cache: ConfigCache,
                  writer: FetchWriter, meter: metrics.Meter) -> None:
@@ -154,6 +157,9 @@ class ProvisioningApp:
                 return _answer(self._render_common_file(requested), if_none_match, None)
             found = self._cached_device_file(requested, file)
             if isinstance(found, Response):
+                if found.reason == UNKNOWN_DEVICE and method == "GET":
+                    self.writer.note_unknown(requested.vendor.name, requested.mac,
+                                             environ.get("HTTP_USER_AGENT"), client)
                 return _text(found.status, found.reason)  # a fresh copy: callers add headers
             rendered, device, snapshot = found
             if method == "GET":
@@ -204,7 +210,7 @@ class ProvisioningApp:
             # The plain port never even reads a line or a password.
             found = store.find_device(conn, requested.mac)
         if found is None:
-            return _text(404, "unknown-device")
+            return _text(404, UNKNOWN_DEVICE)
         device, snapshot = found
         if device.vendor != requested.vendor.name:
             # A name several vendors' phones ask for (<mac>.cfg): the device's vendor decides.

@@ -41,6 +41,8 @@ import psycopg
 from autoprov import config_fetch, db
 from autoprov.config import Settings
 from provisioning_wsgi import render, store, timestamps
+from provisioning_wsgi.unknown import WRITE_EVERY_S as UNKNOWN_WRITE_S
+from provisioning_wsgi.unknown import UnknownPhones
 
 log = logging.getLogger("autoprov.provisioning")
 
@@ -207,6 +209,8 @@ class FetchWriter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Phones asking for a device file nobody created (provisioning_wsgi/unknown.py).
+        self.unknown = UnknownPhones()
         # Plain-port fetches recorded lately: (device id, file, version) -> time.monotonic().
         self._recent: dict[tuple[int, str, str], float] = {}
         self._recent_swept = time.monotonic()
@@ -230,6 +234,13 @@ class FetchWriter:
         if not self._wake.is_set():  # set() takes a lock and notifies: not once per request
             self._wake.set()
 
+    def note_unknown(self, vendor: str, mac: str, user_agent: str | None,
+                     client_addr: str | None) -> None:
+        """A fetch of a device file for a MAC no device has: noted, written with the fetches."""
+        self.unknown.note(vendor, mac, user_agent, client_addr)
+        if not self._wake.is_set():
+            self._wake.set()
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._write_forever, name="fetch-writer",
                                         daemon=True)
@@ -244,11 +255,14 @@ class FetchWriter:
 
     def _write_forever(self) -> None:
         while True:
-            self._wake.wait()
+            # Unknown phones noted are written once a second at most: come back for them.
+            self._wake.wait(UNKNOWN_WRITE_S if self.unknown.pending() else None)
             if not self._stop.is_set():
                 self._stop.wait(FLUSH_INTERVAL_S)  # let a batch gather
             self._wake.clear()
             written = self.write_pending()
+            if self.unknown.due() or (self._stop.is_set() and self.unknown.pending()):
+                self.unknown.write(self.store)
             if self._stop.is_set():
                 if not written:
                     log.error("fetch records: %d lost at shutdown", len(self._pending))

@@ -5,7 +5,8 @@ Every change goes through the REST API's code (provisioning_wsgi/api: validate, 
 csv_import), so a page, the API and a DBA's SQL have the same rules and the same triggers.
 Forms are plain HTML posts carrying the CSRF token, as the resync button's.
 
-  GET  /admin/devices/new, POST /admin/devices           add a device
+  GET  /admin/devices/new, POST /admin/devices           add a device (?mac=&vendor=&model=)
+  GET  /admin/unknown                                    phones nobody created, to adopt
   GET  /admin/devices/MAC/edit, POST the same            change its model and lines
   POST /admin/devices/MAC/delete                         delete it
   GET  /admin/subscribers, POST the same                 list and create SIP accounts
@@ -24,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+from autoprov import devices
 from autoprov.mac import InvalidMacError, normalize
 from provisioning_wsgi.admin import auth, web
 from provisioning_wsgi.api import csv_import, store, validate
@@ -52,6 +54,7 @@ class FleetPages:
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             (method, re.compile(f"^{path}$"), handler) for method, path, handler in (
                 ("GET", "/admin/devices/new", self.new_device),
+                ("GET", "/admin/unknown", self.unknown_phones),
                 ("POST", "/admin/devices", self.create_device),
                 ("GET", f"/admin/devices/{mac}/edit", self.edit_device),
                 ("POST", f"/admin/devices/{mac}/edit", self.change_device),
@@ -85,9 +88,17 @@ class FleetPages:
                            subscribers=subscribers, errors=errors or [], problem=problem)
 
     def new_device(self, request: web.Request, match: re.Match[str]) -> web.Response:
+        """The form, empty, or filled in from the query (an unknown phone's "adopt")."""
+        prefill = {key: request.query.get(key, "")[:64] for key in ("mac", "vendor", "model")}
         with self.connect() as conn:
-            return self._device_form(request, conn, {"mac": "", "vendor": "", "model": ""},
-                                     editing=False)
+            return self._device_form(request, conn, prefill, editing=False)
+
+    def unknown_phones(self, request: web.Request, match: re.Match[str]) -> web.Response:
+        """Phones that asked for a config nobody created; each adopted through the device form
+        (nothing is created without an operator)."""
+        with self.connect() as conn:
+            rows = devices.unknown(conn)
+        return self.render(request, "unknown.html", phones=rows)
 
     @staticmethod
     def _lines(form: dict[str, str]) -> list[dict[str, Any]]:

@@ -45,6 +45,8 @@ class Vendor:
     # URL through the phone's web interface (the operators' bootstrap page). How, per model, is
     # in templates/<vendor>/browser/ (see provisioning_wsgi/browser_push.py).
     browser_bootstrap: bool = False
+    # What its phones' User-Agent says: named groups "model" and "firmware" (unknown phones).
+    user_agent: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -57,4 +57,5 @@ VENDOR = Vendor(
     files_for=files_for,
     client_subject=client_subject,
     browser_bootstrap=True,
+    user_agent=re.compile(r"Cisco/(?P<model>SPA[0-9A-Za-z]+)-(?P<firmware>[0-9][0-9A-Za-z.()_]*)"),
 )

@@ -8,6 +8,8 @@ may break the line or start with `<<`, which the phone could take for a marker.
 
 from __future__ import annotations
 
+import re
+
 from provisioning_wsgi.vendors.base import (
     FileKind,
     Vendor,
@@ -47,4 +49,6 @@ VENDOR = Vendor(
     files_for=files_for,
     # Not publicly documented (docs/vendors.md): as its peers' certificates.
     client_subject=mac_common_name("Fanvil Technology Co., Ltd."),
+    user_agent=re.compile(r"^Fanvil (?P<model>[A-Za-z0-9]+(?:[ -][A-Za-z]+)?) "
+                          r"(?P<firmware>[0-9][0-9.]+) "),
 )

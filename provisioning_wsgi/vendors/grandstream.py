@@ -42,4 +42,6 @@ VENDOR = Vendor(
     files_for=files_for,
     # As Grandstream's factory certificates (under "Grandstream Networks Root CA").
     client_subject=mac_common_name("Grandstream Networks, Inc."),
+    user_agent=re.compile(r"Grandstream Model HW (?P<model>[A-Za-z0-9]+)\s+SW "
+                          r"(?P<firmware>[0-9][0-9.]+)"),
 )

@@ -59,4 +59,5 @@ VENDOR = Vendor(
     line_slots=6,
     files_for=files_for,
     client_subject=client_subject,
+    user_agent=re.compile(r"Panasonic_(?P<model>KX-[A-Za-z0-9]+)/(?P<firmware>[0-9][0-9A-Za-z.]*)"),
 )

@@ -42,4 +42,5 @@ VENDOR = Vendor(
     files_for=files_for,
     # As Poly's factory certificates (under "Polycom Root CA").
     client_subject=mac_common_name("Polycom Inc."),
+    user_agent=re.compile(r"Polycom[A-Za-z]*-(?P<model>[A-Za-z0-9_]+)-UA/(?P<firmware>[0-9][0-9.]+)"),
 )

@@ -41,4 +41,5 @@ VENDOR = Vendor(
     files_for=files_for,
     # As Snom's factory certificates (issuer "Snom Phone 1 SHA-256").
     client_subject=mac_common_name("snom technology AG"),
+    user_agent=re.compile(r"snom(?P<model>[A-Za-z0-9]+)-SIP\s+(?P<firmware>[0-9][0-9.]+)"),
 )

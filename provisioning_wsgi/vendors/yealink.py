@@ -61,4 +61,6 @@ VENDOR = Vendor(
     line_slots=16,
     files_for=files_for,
     client_subject=client_subject,
+    user_agent=re.compile(r"Yealink\s+(?:SIP[- ])?(?P<model>[A-Za-z0-9_]+)\s+"
+                          r"(?P<firmware>[0-9][0-9.]+)"),
 )
