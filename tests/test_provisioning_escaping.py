@@ -70,6 +70,48 @@ def test_yealink_values_cannot_start_a_new_key(
     assert values["account.1.label"] == re.sub("[\r\n\u2028]", " ", name)
 
 
+# Where each XML vendor keeps line 1's password and display name: (element path, attribute).
+XML_FIELDS = {
+    "snom": (("phone-settings/user_pass[@idx='1']", None),
+             ("phone-settings/user_realname[@idx='1']", None)),
+    "polycom": ((".", "reg.1.auth.password"), (".", "reg.1.displayName")),
+    "grandstream": (("config/P34", None), ("config/P3", None)),
+}
+
+
+@pytest.mark.parametrize("vendor", sorted(XML_FIELDS))
+def test_xml_vendors_carry_every_character_exactly(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path, vendor: str,
+) -> None:
+    name = 'Bob </user_realname><user_pass idx="2">evil</user_pass> & "co" <x y="z">'
+    body, _sub = fetch(settings, conn, new_subscriber, tmp_path, vendor, name)
+
+    root = ET.fromstring(body)  # noqa: S314 - our own output under test: well-formed
+
+    for (path, attribute), expected in zip(XML_FIELDS[vendor], (PASSWORD, name), strict=True):
+        [element] = root.findall(path)
+        value = element.get(attribute) if attribute else element.text
+        # An attribute value's line breaks and tabs were written as character references.
+        assert value == expected, (vendor, path, value)
+    assert "evil</user_pass>" not in body
+
+
+def test_fanvil_values_cannot_start_a_new_key(
+    provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path,
+) -> None:
+    body, sub = fetch(settings, conn, new_subscriber, tmp_path, "fanvil",
+                      "<<END OF FILE>>\r\nSIP1 Register Pswd      :evil")
+    lines = body.split("\r\n")
+
+    assert lines[0].startswith("<<VOIP CONFIG FILE>>") and lines[-2] == "<<END OF FILE>>"
+    assert [ln for ln in lines if ln.startswith("SIP1 Register Pswd")] == \
+        ["SIP1 Register Pswd      :p<a&s>s\"w'o rd  end"]
+    assert [ln for ln in lines if ln == "<<END OF FILE>>"] == ["<<END OF FILE>>"]
+    assert f"SIP1 Register User      :{sub.username}" in lines
+
+
 def test_panasonic_values_stay_on_their_quoted_line(
     provisioning: RunningService, settings: Settings, conn: psycopg.Connection[Any],
     new_subscriber: Any, tmp_path: Path,
