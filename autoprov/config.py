@@ -123,6 +123,12 @@ class Settings:
     panasonic_rcs_password: str = dataclasses.field(default="", repr=False)
     # Empty: https://public_host:https_port/device/autoprov/config/Config{MAC}.cfg
     panasonic_rcs_phone_url: str = ""
+    # Snom SRAPS, XML-RPC (https://secure-provisioning.snom.com:8083/xmlrpc/); empty: off.
+    snom_sraps_url: str = ""
+    snom_sraps_user: str = ""
+    snom_sraps_password: str = dataclasses.field(default="", repr=False)
+    # Empty: http://public_host:http_port/device/autoprov/bootstrap/snom-{mac}.htm
+    snom_sraps_phone_url: str = ""
     # CA bundle the vendors' HTTPS certificates are verified with; empty: the certifi bundle.
     redirect_ca_bundle: str = ""
     redirect_timeout_ms: int = 10000

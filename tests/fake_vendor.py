@@ -1,4 +1,4 @@
-"""Yealink RPS and Panasonic RCS as a real local HTTPS XML-RPC server, for the tests.
+"""Yealink RPS, Panasonic RCS and Snom SRAPS as a real local HTTPS XML-RPC server, for tests.
 
 One server, two paths (as the real endpoints: Yealink ``/xmlrpc``, Panasonic
 ``/redirect/xmlrpc``), Basic auth, TLS with a certificate signed by a CA made here, and state:
@@ -32,9 +32,11 @@ from cryptography.x509.oid import NameOID
 
 YEALINK_PATH = "/xmlrpc"
 PANASONIC_PATH = "/redirect/xmlrpc"
+SNOM_PATH = "/xmlrpc/"  # SRAPS: the trailing slash is part of it
 # Each service only knows its own vendor's phones (by OUI); anything else is an invalid MAC.
 YEALINK_OUIS = ("001565", "805EC0", "249AD8", "44DBD2")
 PANASONIC_OUIS = ("0080F0", "08F0C0", "BCC342")
+SNOM_OUIS = ("000413",)
 # RPS accepts these spellings (per the identical Htek/Akuvox API docs).
 _YEALINK_MAC = re.compile(r"^[0-9A-Fa-f]{2}([ :-]?)[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$")
 _PANASONIC_MAC = re.compile(r"^[0-9A-F]{12}$")
@@ -110,6 +112,8 @@ class FakeVendor:
     yealink_devices: dict[str, str] = field(default_factory=dict)
     # Panasonic: MAC -> URL.
     panasonic_phones: dict[str, str] = field(default_factory=dict)
+    # Snom SRAPS: MAC -> URL.
+    snom_phones: dict[str, str] = field(default_factory=dict)
     # MACs that another account holds, at either service.
     foreign: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
@@ -126,6 +130,10 @@ class FakeVendor:
     @property
     def panasonic_url(self) -> str:
         return f"https://localhost:{self.port}{PANASONIC_PATH}"
+
+    @property
+    def snom_url(self) -> str:
+        return f"https://localhost:{self.port}{SNOM_PATH}"
 
     def fail_next(self, vendor: str, failure: str, times: int = 1) -> None:
         """The next ``times`` requests to ``vendor`` get ``failure`` (one of FAILURES)."""
@@ -214,6 +222,29 @@ class FakeVendor:
             return True, True
         return False, xmlrpc.client.Fault(1, "Invalid XML format")
 
+    def _snom(self, method: str, params: tuple[Any, ...]) -> tuple[bool, Any]:
+        def answer(ok: bool, message: str) -> tuple[bool, Any]:
+            return ok, [ok, message]
+
+        mac = str(params[0]) if params else ""
+        if not _PANASONIC_MAC.match(mac) or not mac.startswith(SNOM_OUIS):
+            return answer(False, f"Error:malformed_mac {mac}")
+        if mac in self.foreign:
+            return answer(False, "Error:owned_by_other_user")
+        if method == "redirect.registerPhone":
+            if not re.match(r"^https?://[^/\s]+/\S*$", params[1]):
+                return answer(False, "Error:malformed_url")
+            self.snom_phones[mac] = params[1]
+            return answer(True, "Ok")
+        if method in ("redirect.deregisterPhone", "redirect.getPhoneRedirection"):
+            if mac not in self.snom_phones:
+                return answer(False, "Error:not_found")
+            if method == "redirect.getPhoneRedirection":
+                return answer(True, self.snom_phones[mac])
+            del self.snom_phones[mac]
+            return answer(True, "Ok")
+        return False, xmlrpc.client.Fault(-32601, f"unknown method {method}")
+
     def handle(self, vendor: str, body: bytes) -> tuple[int, bytes]:
         """An HTTP status and body for an authenticated POST to a vendor's path."""
         with self._lock:
@@ -231,7 +262,8 @@ class FakeVendor:
         time.sleep(self.delay_seconds)
         params, method = xmlrpc.client.loads(body)
         assert method is not None
-        service = self._yealink if vendor == "yealink" else self._panasonic
+        service = {"yealink": self._yealink, "panasonic": self._panasonic,
+                   "snom": self._snom}[vendor]
         with self._lock:
             ok, value = service(method, params)
             self.calls.append(Call(vendor, method, params,
@@ -255,7 +287,8 @@ def _handler(fake: FakeVendor) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
-            vendor = {YEALINK_PATH: "yealink", PANASONIC_PATH: "panasonic"}.get(self.path)
+            vendor = {YEALINK_PATH: "yealink", PANASONIC_PATH: "panasonic",
+                      SNOM_PATH: "snom"}.get(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if vendor is None:
                 self._send(404, b"not found")

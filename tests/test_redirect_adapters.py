@@ -35,6 +35,8 @@ def vendor_settings(fake: FakeVendor, **overrides: Any) -> Settings:
         "yealink_rps_password": fake.password,
         "panasonic_rcs_url": fake.panasonic_url, "panasonic_rcs_user": fake.user,
         "panasonic_rcs_password": fake.password,
+        "snom_sraps_url": fake.snom_url, "snom_sraps_user": fake.user,
+        "snom_sraps_password": fake.password,
         "redirect_ca_bundle": str(fake.tls.ca_file), "redirect_timeout_ms": 500,
     }
     values.update(overrides)
@@ -53,7 +55,26 @@ def panasonic_mac() -> str:
     return "0080f0" + secrets.token_hex(3)
 
 
-VENDORS = [("yealink-rps", "yealink", yealink_mac), ("panasonic-rcs", "panasonic", panasonic_mac)]
+def snom_mac() -> str:
+    return "000413" + secrets.token_hex(3)
+
+
+VENDORS = [("yealink-rps", "yealink", yealink_mac), ("panasonic-rcs", "panasonic", panasonic_mac),
+           ("snom-sraps", "snom", snom_mac)]
+
+
+def test_snom_registers_the_plain_bootstrap_url_with_the_mac_placeholder(
+    fake: FakeVendor,
+) -> None:
+    sraps = adapter("snom-sraps", vendor_settings(fake))
+    mac = snom_mac()
+
+    assert sraps.register(mac).outcome is Outcome.REGISTERED
+
+    url = "http://prov.example.test:1445/device/autoprov/bootstrap/snom-{mac}.htm"
+    assert fake.snom_phones == {mac.upper(): url}
+    checked = sraps.check(mac)
+    assert (checked.outcome, checked.message) == (Outcome.REGISTERED, url)
 
 
 def test_yealink_binds_macs_to_one_server_entry_for_our_bootstrap_url(fake: FakeVendor) -> None:
@@ -142,6 +163,7 @@ def test_deregister_removes_the_mac_and_is_repeatable(
     assert again.outcome is Outcome.NOT_FOUND  # nothing to remove is success too
     assert mac.upper() not in fake.yealink_devices
     assert mac.upper() not in fake.panasonic_phones
+    assert mac.upper() not in fake.snom_phones
     assert redirect.check(mac).outcome is Outcome.NOT_FOUND
 
 
@@ -176,7 +198,8 @@ def test_an_unacceptable_url_is_an_invalid_url(
     fake: FakeVendor, service: str, vendor: str, new_mac: Any,
 ) -> None:
     settings = vendor_settings(fake, yealink_rps_server_url="boot.example.test/y/",
-                               panasonic_rcs_phone_url="cfg.example.test/{MAC}")
+                               panasonic_rcs_phone_url="cfg.example.test/{MAC}",
+                               snom_sraps_phone_url="cfg.example.test/{mac}")
 
     result = adapter(service, settings).register(new_mac())
 
@@ -188,7 +211,8 @@ def test_wrong_credentials_are_an_auth_failure_that_does_not_echo_the_password(
     fake: FakeVendor, service: str, vendor: str, new_mac: Any,
 ) -> None:
     settings = vendor_settings(fake, yealink_rps_password="Wr0ng-Pw-123",
-                               panasonic_rcs_password="Wr0ng-Pw-123")
+                               panasonic_rcs_password="Wr0ng-Pw-123",
+                               snom_sraps_password="Wr0ng-Pw-123")
 
     result = adapter(service, settings).register(new_mac())
 
@@ -220,7 +244,8 @@ def test_a_vendor_that_is_down_is_a_temporary_failure(
     fake: FakeVendor, service: str, vendor: str, new_mac: Any,
 ) -> None:
     down = f"https://localhost:{fake_vendor.closed_port()}/xmlrpc"
-    settings = vendor_settings(fake, yealink_rps_url=down, panasonic_rcs_url=down)
+    settings = vendor_settings(fake, yealink_rps_url=down, panasonic_rcs_url=down,
+                               snom_sraps_url=down)
 
     result = adapter(service, settings).register(new_mac())
 

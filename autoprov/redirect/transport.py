@@ -7,6 +7,7 @@ nor a timeout per call.
 from __future__ import annotations
 
 import xmlrpc.client
+from collections.abc import Callable
 from typing import Any
 from xml.parsers.expat import ExpatError
 
@@ -76,3 +77,20 @@ class XmlRpcEndpoint:
 
     def _failed(self, outcome: Outcome, message: str) -> CallFailedError:
         return CallFailedError(Result(outcome, self.scrub(message)))
+
+
+def call_pair(endpoint: XmlRpcEndpoint, classify: Callable[[str], Outcome], method: str,
+              *params: str) -> tuple[bool, str]:
+    """A call whose answer is a ``[bool, "message"]`` array (Yealink RPS, Snom SRAPS): the pair,
+    the message scrubbed; a fault or another shape raises CallFailedError."""
+    try:
+        answer: Any = endpoint.call(method, *params)
+    except xmlrpc.client.Fault as fault:
+        text = endpoint.scrub(f"{fault.faultString} (fault {fault.faultCode})")
+        raise CallFailedError(Result(classify(fault.faultString), text)) from None
+    if (isinstance(answer, list) and len(answer) >= 2 and isinstance(answer[0], bool)
+            and isinstance(answer[1], str)):
+        return answer[0], endpoint.scrub(answer[1])
+    # Well-formed but not the documented shape: the API changed, retrying will not help.
+    raise CallFailedError(Result(Outcome.REJECTED,
+                                 f"{method}: unexpected answer {str(answer)[:200]!r}"))

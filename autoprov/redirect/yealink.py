@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-import xmlrpc.client
-from typing import Any
 
 from autoprov.config import Settings
 from autoprov.redirect.base import Outcome, Result, ServiceSpec, upper_hex
-from autoprov.redirect.transport import CallFailedError, XmlRpcEndpoint
+from autoprov.redirect.transport import CallFailedError, XmlRpcEndpoint, call_pair
 
 # First match wins: "Error:Invalid MAC(s):…" must not be read as an account id.
 _ERRORS = (
@@ -111,17 +109,7 @@ class YealinkRps:
         return Result(_error(message), f"addServer {self._server_url}: {message}")
 
     def _call(self, method: str, *params: str) -> tuple[bool, str]:
-        try:
-            answer: Any = self._endpoint.call(method, *params)
-        except xmlrpc.client.Fault as fault:
-            text = self._endpoint.scrub(f"{fault.faultString} (fault {fault.faultCode})")
-            raise CallFailedError(Result(_error(fault.faultString), text)) from None
-        if (isinstance(answer, list) and len(answer) >= 2 and isinstance(answer[0], bool)
-                and isinstance(answer[1], str)):
-            return answer[0], self._endpoint.scrub(answer[1])
-        # Well-formed but not the documented shape: the API changed, retrying will not help.
-        raise CallFailedError(Result(Outcome.REJECTED,
-                                f"{method}: unexpected answer {str(answer)[:200]!r}"))
+        return call_pair(self._endpoint, _error, method, *params)
 
 
 def from_settings(settings: Settings) -> YealinkRps:

@@ -2,7 +2,8 @@
 
 The phone fetches the URL of its `setting_server`, with `{mac}` replaced by its MAC (upper case):
 a factory phone pointed at the plain port asks for `snom<MODEL>.htm`; the bootstrap then sets
-`setting_server` to its own file on the TLS port, `snom<MODEL>-{mac}.htm`.
+`setting_server` to its own file on the TLS port, `snom<MODEL>-{mac}.htm`. SRAPS hands a phone
+`snom-{mac}.htm` on the plain port (autoprov/redirect/snom.py): the model is the device's.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ VENDOR = Vendor(
     name="snom",
     content_type="application/xml; charset=utf-8",
     files=(
-        FileKind(re.compile(r"^snom(?P<model>[A-Za-z0-9_-]{1,24}?)-(?P<mac>[0-9A-Fa-f]{12})\.htm$"),
+        FileKind(re.compile(r"^snom(?P<model>[A-Za-z0-9_-]{0,24}?)-(?P<mac>[0-9A-Fa-f]{12})\.htm$"),
                  "snomMODEL-MAC.htm"),
         FileKind(re.compile(rf"^snom{_MODEL}\.htm$"), "snomMODEL.htm"),
     ),
