@@ -32,6 +32,7 @@ import requests
 from autoprov import config, front, sipprobe
 from autoprov.config import ROOT, Settings
 from autoprov.pgcluster import Cluster
+from provisioning_wsgi import vendors
 from tests.conftest import make_settings, world_readable_tmpdir
 from tests.ports import free_port
 from tests.sipp import Phone
@@ -133,8 +134,7 @@ def test_layout_venv_units_user_and_configuration(installed: Installed) -> None:
         assert (site / package / "__init__.py").is_file(), package
     assert (site / "kemi/handler.py").is_file()
     templates = site / "provisioning_wsgi/templates"
-    assert sorted(p.name for p in templates.iterdir() if p.is_dir()) == \
-        ["cisco", "panasonic", "yealink"]
+    assert sorted(p.name for p in templates.iterdir() if p.is_dir()) == sorted(vendors.VENDORS)
     shipped = sorted(p.relative_to(ROOT / "provisioning_wsgi") for p in
                      (ROOT / "provisioning_wsgi").rglob("*") if p.is_file()
                      and "__pycache__" not in p.parts and p.suffix != ".py")

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,10 @@ def test_run_in_the_foreground_stops_every_part_on_ctrl_c(own_stack: Settings) -
             if "Ctrl-C stops it" in line:
                 break
             assert time.monotonic() < deadline
+        # Keep reading what the stack prints (as a terminal would): a full pipe would block
+        # the services' log writes, and their shutdown with them.
+        drain = threading.Thread(target=proc.stdout.read, daemon=True)
+        drain.start()
         assert sip_answers(own_stack)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
