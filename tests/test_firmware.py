@@ -14,6 +14,8 @@ import pytest
 import requests
 
 from autoprov.config import Settings
+from provisioning_wsgi import vendors
+from provisioning_wsgi.render import Device, Line, Renderer
 from tests.conftest import make_settings, start_provisioning, world_readable_tmpdir
 from tests.provisioning_helpers import add_device, client, config_url, phone_cert
 
@@ -108,3 +110,28 @@ def test_the_tls_port_serves_it_to_a_phone_and_its_config_names_it(
 def test_the_tls_port_wants_a_phone_certificate_for_it_too(served: Settings) -> None:
     reply = client(served).get(f"https://127.0.0.1:{served.https_port}{PATH}", timeout=10)
     assert reply.status_code == 403
+
+
+def test_a_snom_is_pointed_at_its_firmware_settings_file(tmp_path: Path) -> None:
+    """Snom reads its image's URL from a firmware-settings file that firmware_status names."""
+    (tmp_path / "snom" / "D785").mkdir(parents=True)
+    (tmp_path / "snom" / "D785" / "snomD785-10.1.54.13.bin").write_bytes(b"image")
+    renderer = Renderer(Settings(public_host="prov.example.test", firmware_dir=str(tmp_path)))
+    device = Device(1, "000413aabbcc", "snom", "D785")
+    lines = [Line(1, "alice", "example.test", "s3cret", "")]
+    snom = vendors.get("snom")
+
+    config = renderer.config(vendors.parse_as(snom, "snomD785-000413AABBCC.htm"), device,
+                             lines).body.decode()
+    status = vendors.parse_as(snom, "snom-firmware-000413AABBCC.xml")
+    assert status is not None and status.mac == "000413aabbcc"
+    firmware_settings = renderer.config(status, device, lines).body.decode()
+
+    assert "<update_policy perm=\"R\">auto_update</update_policy>" in config
+    assert ("<firmware_status perm=\"R\">https://prov.example.test:1444/device/autoprov/config/"
+            "snom-firmware-000413AABBCC.xml</firmware_status>") in config
+    assert ("<firmware perm=\"R\">https://prov.example.test:1444/device/autoprov/firmware/"
+            "snom/D785/snomD785-10.1.54.13.bin</firmware>") in firmware_settings
+    without = Renderer(Settings(public_host="prov.example.test")).config(
+        vendors.parse_as(snom, "snomD785-000413AABBCC.htm"), device, lines).body.decode()
+    assert "firmware_status" not in without and "settings_only" in without

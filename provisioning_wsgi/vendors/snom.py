@@ -34,6 +34,9 @@ VENDOR = Vendor(
         FileKind(re.compile(r"^snom(?P<model>[A-Za-z0-9_-]{0,24}?)-(?P<mac>[0-9A-Fa-f]{12})\.htm$"),
                  "snomMODEL-MAC.htm"),
         FileKind(re.compile(rf"^snom{_MODEL}\.htm$"), "snomMODEL.htm"),
+        # Where firmware_status points when firmware_dir has an image for the model.
+        FileKind(re.compile(r"^snom-firmware-(?P<mac>[0-9A-Fa-f]{12})\.xml$"),
+                 "snom-firmware-MAC.xml"),
     ),
     escape=xml_escape,
     representable=xml_representable,
