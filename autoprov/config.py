@@ -158,6 +158,9 @@ class Settings:
     front_keepalive_s: int = 15
     front_max_header_kb: int = 8
     front_connections_per_address: int = 100
+    # The front's log of the fetches it answered from published files (fetches.log, read and
+    # recorded by the service) is rotated past this size.
+    fetch_log_rotate_kb: int = 65536
 
     @property
     def kamailio_cfg(self) -> Path:

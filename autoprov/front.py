@@ -63,6 +63,17 @@ ADMIN_LARGE_BODIES = {API_PREFIX + "/": API_BODY_MAX, "= /admin/import": API_BOD
 UPSTREAM_KEEPALIVE = 2
 UPSTREAM_IDLE_S = 4
 LISTEN_BACKLOG = 1024
+# nginx's module for the Server header on what nginx answers itself (Debian's
+# libnginx-mod-http-headers-more-filter).
+HEADERS_MORE = "/usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so"
+# The name in a phone's file path, as provisioning_wsgi.vendors.SAFE_FILE.
+FILE_NAME = "[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+LIVE = "live"
+# A MAC in the subject string nginx makes of a verified certificate (RFC 2253): 12 hex digits
+# standing alone. A backslash next to it is an escaped byte, which would make the value the app
+# reads (identity.dn_values) another one: that subject goes to the app. ("\\\\" is one
+# backslash in the regex, once nginx's quoting is undone.)
+CERT_MAC = r"~(?<![0-9A-Fa-f\\\\])(?<autoprov_mac>[0-9A-Fa-f]{12})(?![0-9A-Fa-f\\\\])"
 TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 
 
@@ -92,14 +103,14 @@ def prepare_socket_dir(settings: Settings) -> Path:
     path = socket_dir(settings)
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
-        os.chown(path, 0, _worker_gid())
+        os.chown(path, 0, worker_gid())
         path.chmod(0o750)
     else:
         path.chmod(0o700)
     return path
 
 
-def _worker_gid() -> int:
+def worker_gid() -> int:
     return grp.getgrnam(pwd.getpwnam(WORKER_USER).pw_name).gr_gid
 
 
@@ -134,8 +145,9 @@ def _proxied(settings: Settings, label: str, headers: str,
             proxy_set_header Content-Length "";
             proxy_pass_request_body off;
         }}""" for code, answer in REFUSALS.items())
-    limits = {"/": "", **{path: f"\n            client_max_body_size {size};"
-                          for path, size in (bodies or {}).items()}}
+    limits = {"/": "", f"@{label}": "",
+              **{path: f"\n            client_max_body_size {size};"
+                 for path, size in (bodies or {}).items()}}
     locations = "\n".join(f"""        location {path} {{{limit}
             proxy_pass http://{label};{base}
             proxy_set_header {REFUSED_HEADER} "";
@@ -160,6 +172,39 @@ def _firmware(settings: Settings) -> str:
             return 404;
         }}
 """
+
+
+def _published(settings: Settings, label: str) -> str:
+    """A phone's own files, answered by nginx from the publisher's files
+    (provisioning_wsgi/publish.py) when it has them, else by the app (@label); each answer
+    a line of the fetch log (provisioning_wsgi/fetchlog.py). On the TLS port only from the
+    folder of the MAC the verified certificate names (CERT_MAC)."""
+    from provisioning_wsgi import publish  # the publisher imports this module
+    from provisioning_wsgi.render import BOOTSTRAP_PATH, CONFIG_PATH
+    prefix = BOOTSTRAP_PATH if label == "bootstrap" else CONFIG_PATH
+    # A TLS fetch may settle a resync: its line is written at once. Plain fetches settle
+    # nothing and come by the ten thousand a second: theirs in batches.
+    buffered = " buffer=64k flush=50ms" if label == "bootstrap" else ""
+    folder = "bootstrap" if label == "bootstrap" else "tls/$autoprov_cert_mac"
+    tries = " ".join(f"/$autoprov_published/{folder}/$autoprov_file.{ext}"
+                     for ext in publish.CONTENT_EXTENSIONS.values())
+    types = " ".join(f"{mime} {ext};" for mime, ext in publish.CONTENT_EXTENSIONS.items())
+    return f"""        location ~ "^{prefix}(?<autoprov_file>{FILE_NAME})$" {{
+            root {publish.root(settings)};
+            types {{ {types} }}
+            charset utf-8;
+            charset_types {" ".join(publish.CONTENT_EXTENSIONS)};
+            if_modified_since off;
+            more_clear_headers Last-Modified;
+            add_header Cache-Control "no-cache";
+            access_log {fetch_log_path(settings)} autoprov_{label}{buffered};
+            try_files {tries} @{label};
+        }}
+"""
+
+
+def fetch_log_path(settings: Settings) -> Path:
+    return socket_dir(settings) / "fetches.log"
 
 
 def phone_tls(settings: Settings, client_ca: Path) -> str:
@@ -199,13 +244,15 @@ def config(settings: Settings) -> str:
     servers = f"""    server {{
         listen {host}:{settings.http_port} backlog={LISTEN_BACKLOG};
         client_max_body_size {PHONE_BODY_MAX};
-{_firmware(settings)}{_proxied(settings, "bootstrap", plain_headers)}
+{_firmware(settings)}{_published(settings, "bootstrap")}
+{_proxied(settings, "bootstrap", plain_headers)}
     }}
     server {{
         listen {host}:{settings.https_port} ssl backlog={LISTEN_BACKLOG};
         client_max_body_size {PHONE_BODY_MAX};
 {phone_tls(settings, run / "client-ca.pem")}
-{_firmware(settings)}{_proxied(settings, "tls", tls_headers)}
+{_firmware(settings)}{_published(settings, "tls")}
+{_proxied(settings, "tls", tls_headers)}
     }}
 """
     if settings.admin_port:
@@ -220,8 +267,12 @@ def config(settings: Settings) -> str:
     }}
 """
     user = f"user {WORKER_USER};\n" if os.geteuid() == 0 else ""
+    fields = "$msec $request_method $status $sent_http_etag $remote_addr $request_time " \
+             "$autoprov_file \"$http_user_agent\""
     return f"""# Generated by autoprov/front.py from the settings; every start writes it anew.
+load_module {HEADERS_MORE};
 {user}worker_processes auto;
+pcre_jit on;
 pid {run / "nginx.pid"};
 error_log stderr warn;
 events {{
@@ -261,6 +312,21 @@ http {{
     proxy_next_upstream error;
     # The app's "Server: autoprov" (no software or version for scanners), not nginx's.
     proxy_pass_header Server;
+    more_set_headers "Server: autoprov";
+    # Which published files a request may be answered from (provisioning_wsgi/publish.py):
+    # GET and HEAD only, from the folder of the MAC the client certificate's subject names
+    # (a 12-digit token; a subject spelling it otherwise is checked by the app).
+    map $request_method $autoprov_published {{
+        GET {LIVE};
+        HEAD {LIVE};
+        default none;
+    }}
+    map $ssl_client_s_dn $autoprov_cert_mac {{
+        "{CERT_MAC}" $autoprov_mac;
+        default "-";
+    }}
+    log_format autoprov_bootstrap 'bootstrap {fields}';
+    log_format autoprov_tls 'tls {fields}';
 {upstreams}
 {servers}}}
 """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ import psycopg
 from autoprov import db, kamailio, stack
 from autoprov.config import Settings
 from autoprov.pgcluster import Cluster
+from provisioning_wsgi import publish
 from tests.conftest import (
     RunningService,
     make_settings,
@@ -30,6 +32,7 @@ from tests.ports import free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 NATIVE_CFG = BENCH_DIR / "kamailio-native.cfg"
+PUBLISH_TIMEOUT_S = 300
 
 
 class World:
@@ -37,6 +40,8 @@ class World:
         self.base = base
         self.cluster = cluster
         self.running: list[RunningService] = []
+        # Seconds from each start of the provisioning service until its files were published.
+        self.published_s: list[float] = []
         self._count = 0
 
     def settings(self, **overrides: Any) -> Settings:
@@ -67,8 +72,17 @@ class World:
         return running
 
     def provisioning(self, settings: Settings) -> RunningService:
+        """`autoprov serve` and its front, once the fleet's files are published (the front
+        answers phones from them; until then every fetch reaches the app)."""
+        started = time.monotonic()
         running = start_provisioning(settings)
         self.running.append(running)
+        live = publish.root(settings) / publish.LIVE
+        while not live.exists():
+            if time.monotonic() - started > PUBLISH_TIMEOUT_S:
+                raise RuntimeError(f"the fleet was not published in {PUBLISH_TIMEOUT_S} s")
+            time.sleep(0.05)
+        self.published_s.append(time.monotonic() - started)
         return running
 
     def stop(self, running: RunningService) -> None:

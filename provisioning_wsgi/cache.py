@@ -202,8 +202,10 @@ def _timestamptz(at: float, prefix: timestamps.SecondPrefix) -> str:
 
 
 class FetchWriter:
-    def __init__(self, db_store: store.Store) -> None:
+    def __init__(self, db_store: store.Store, gather_s: float = FLUSH_INTERVAL_S) -> None:
+        """gather_s: how long a batch gathers after its first row (0: the caller batches)."""
         self.store = db_store
+        self.gather_s = gather_s
         self._lock = threading.Lock()
         self._pending: list[Row] = []
         self._wake = threading.Event()
@@ -216,7 +218,9 @@ class FetchWriter:
         self._recent_swept = time.monotonic()
 
     def record(self, device_id: int, port: str, file: str, config_version: str,
-               client_addr: str | None, user_agent: str | None, read_snapshot: str) -> None:
+               client_addr: str | None, user_agent: str | None, read_snapshot: str,
+               at: float | None = None) -> None:
+        """at: when the phone asked (time.time()); now if not given."""
         if port == "bootstrap":
             key, now = (device_id, file, config_version), time.monotonic()
             # Two threads passing at once for one key, or a write into the map the writer thread
@@ -225,7 +229,7 @@ class FetchWriter:
                 return
             self._recent[key] = now
         row: Row = (device_id, port, file, config_version, client_addr, user_agent,
-                    read_snapshot, time.time())
+                    read_snapshot, time.time() if at is None else at)
         with self._lock:
             if len(self._pending) >= MAX_PENDING:
                 del self._pending[: MAX_PENDING // 10]
@@ -257,8 +261,8 @@ class FetchWriter:
         while True:
             # Unknown phones noted are written once a second at most: come back for them.
             self._wake.wait(UNKNOWN_WRITE_S if self.unknown.pending() else None)
-            if not self._stop.is_set():
-                self._stop.wait(FLUSH_INTERVAL_S)  # let a batch gather
+            if not self._stop.is_set() and self.gather_s:
+                self._stop.wait(self.gather_s)  # let a batch gather
             self._wake.clear()
             written = self.write_pending()
             if self.unknown.due() or (self._stop.is_set() and self.unknown.pending()):

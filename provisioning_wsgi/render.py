@@ -80,11 +80,16 @@ class Rendered:
     body: bytes
     content_type: str
     # What identifies these exact bytes: the ETag and config_fetch.config_version. Hashed once
-    # (a cached config is served again and again).
+    # (a cached config is served again and again). In the web front's own ETag form for a file
+    # ("MTIME-SIZE" in hex): a published copy (provisioning_wsgi/publish.py) gets `stamp` as
+    # its mtime, so the front serving it says the same ETag as the app rendering it.
     version: str = dataclasses.field(init=False, default="")
+    stamp: int = dataclasses.field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "version", hashlib.sha256(self.body).hexdigest()[:32])
+        stamp = int.from_bytes(hashlib.sha256(self.body).digest()[:4], "big")
+        object.__setattr__(self, "stamp", stamp)
+        object.__setattr__(self, "version", f"{stamp:x}-{len(self.body):x}")
 
     @property
     def etag(self) -> str:

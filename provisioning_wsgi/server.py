@@ -34,6 +34,8 @@ from provisioning_wsgi.admin.app import AdminApp
 from provisioning_wsgi.app import ProvisioningApp
 from provisioning_wsgi.behind_front import BehindFront
 from provisioning_wsgi.cache import ConfigCache, FetchWriter
+from provisioning_wsgi.fetchlog import FetchLog
+from provisioning_wsgi.publish import Manifest, Publisher
 from provisioning_wsgi.render import BOOTSTRAP_PATH, Renderer
 from provisioning_wsgi.store import DatabaseUnavailableError, Store
 
@@ -192,13 +194,17 @@ def serve(settings: Settings) -> int:
                  settings.admin_port, "on" if settings.admin_password else
                  "off until admin_password is set")
     count = workers.count(settings.http_workers)
-    # Made before the workers fork, so that all of them count into it: see metrics.
-    shared = metrics.Shared(count, max(PHONE_THREADS, ADMIN_THREADS))
+    # Made before the workers fork, so that all of them count into it: see metrics. The
+    # publisher (the last process) counts the fetches the front answered from its files.
+    shared = metrics.Shared(count + 1, max(PHONE_THREADS, ADMIN_THREADS))
+
+    def work(index: int) -> int:
+        if index == count:
+            return serve_published(settings, shared, index)
+        return serve_worker(settings, listeners, shared, index)
+
     try:
-        if count == 1:
-            return serve_worker(settings, listeners, shared, 0)
-        return workers.supervise(count, lambda index: serve_worker(settings, listeners,
-                                                                   shared, index))
+        return workers.supervise(count + 1, work)
     finally:  # only the parent gets here: a worker ends in os._exit (workers._fork)
         for label in listeners:
             front.socket_path(settings, label).unlink(missing_ok=True)
@@ -248,6 +254,52 @@ def serve_worker(settings: Settings, listeners: Listeners, shared: metrics.Share
     for thread in threads[len(servers):]:
         thread.join(timeout=10)  # let a vendor call in flight finish or time out
     log.info("worker %d stopped", index)
+    log_handler.close()
+    return code
+
+
+def serve_published(settings: Settings, shared: metrics.Shared, index: int) -> int:
+    """The process that keeps the phones' files published for the front to serve
+    (provisioning_wsgi/publish.py) and records the front's fetches of them
+    (provisioning_wsgi/fetchlog.py)."""
+    log_handler = logsink.install()
+    manifest = Manifest()
+    publisher = Publisher(settings, Renderer(settings), manifest)
+    writer = FetchWriter(Store(settings), gather_s=0.0)  # the log's reads are the batches
+    writer.start()
+    fetches = FetchLog(settings, manifest, writer,
+                       {port: shared.meter(port, index) for port in ("bootstrap", "tls")})
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def read_fetches() -> None:
+        # Lines left from before this process name files of the manifest it is about to make.
+        while not publisher.live_once.wait(0.5):
+            if stop.is_set():
+                return
+        fetches.run(stop)
+
+    threads = [threading.Thread(target=publisher.run, args=(stop,), name="publish",
+                                daemon=True),
+               threading.Thread(target=read_fetches, name="fetch-log", daemon=True)]
+    for thread in threads:
+        thread.start()
+    code = 0
+    while not stop.wait(1.0):
+        if not all(t.is_alive() for t in threads):
+            log.error("the publisher or the fetch log reader stopped; exiting")
+            code = 1
+            break
+    stop.set()
+    publisher.withdraw()  # the front asks the app from now on
+    for thread in threads:
+        thread.join(timeout=10)
+    writer.stop()
     log_handler.close()
     return code
 

@@ -7,8 +7,8 @@ packages=(
   postgresql sip-tester python3-venv openssl "$@"
   # make test runs fail2ban-regex with the shipped filters on real log files.
   fail2ban
-  # The web front on 1444, 1445 and 1446 (issue 19).
-  nginx
+  # The web front on 1444, 1445 and 1446 (issue 19); its Server header on the files it serves.
+  nginx libnginx-mod-http-headers-more-filter
   # The operators' pages are tested in a real browser (Playwright drives Debian's build).
   chromium
   # A real SIP user agent registers through the proxy and gets its check-sync in make test.

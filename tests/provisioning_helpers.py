@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 import time
 from pathlib import Path
@@ -94,3 +95,23 @@ def fetches(conn: psycopg.Connection[Any], mac: str) -> list[tuple[Any, ...]]:
         "SELECT f.port, f.file, f.config_version, host(f.client_addr), f.user_agent"
         "  FROM autoprov.config_fetch f JOIN autoprov.device d ON d.id = f.device_id"
         " WHERE d.mac = %s ORDER BY f.id", (mac,)).fetchall()
+
+
+def children(pid: int) -> set[int]:
+    """The processes pid started (autoprov serve: its workers and its publisher)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(p) for p in (task / "children").read_text().split()}
+    return found
+
+
+def publisher_pid(log: str) -> int:
+    """The process that published the fleet's files (the latest one, if it was restarted)."""
+    pids = re.findall(r"autoprov-provisioning\[(\d+)\] INFO published the files of", log)
+    assert pids, "the publisher never published"
+    return int(pids[-1])
+
+
+def app_workers(pid: int, log: str) -> set[int]:
+    """autoprov serve's worker processes (the app), without its publisher."""
+    return children(pid) - {publisher_pid(log)}

@@ -19,23 +19,20 @@ import pytest
 
 from autoprov import front, tls
 from autoprov.config import Settings
+from provisioning_wsgi import publish
 from tests.conftest import VENV_BIN, RunningService, make_settings, start_provisioning
 from tests.provisioning_helpers import (
     add_device,
+    app_workers,
     bootstrap_url,
+    children,
     client,
     config_url,
     device_file,
     fetches,
     phone_cert,
+    publisher_pid,
 )
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found |= {int(p) for p in (task / "children").read_text().split()}
-    return found
 
 
 def _eventually(check: Any, timeout: float, what: str) -> Any:
@@ -62,8 +59,12 @@ def test_two_workers_serve_the_same_ports_and_record_their_fetches(
 ) -> None:
     own, running = two_workers
     pid = running.service.process.pid
-    assert len(_children(pid)) == 2
+    running.wait_for_log("INFO published the files of", timeout=60)
+    assert len(app_workers(pid, running.log())) == 2
     mac = add_device(conn, "yealink", [new_subscriber()])
+    # The app alone: the front finds no published file (the publisher paused meanwhile).
+    os.kill(publisher_pid(running.log()), signal.SIGSTOP)
+    (publish.root(own) / publish.LIVE).unlink()
     cert = phone_cert(own, tmp_path, "yealink", mac)
     for _ in range(20):  # a new connection each: the kernel spreads them over the workers
         reply = client(own, cert).get(config_url(own, device_file("yealink", mac)))
@@ -76,7 +77,8 @@ def test_two_workers_serve_the_same_ports_and_record_their_fetches(
         if f"device={mac}" in line:
             worker = line.split("autoprov-provisioning[", 1)[1].split("]", 1)[0]
             served_by[line.split(" port=", 1)[1].split(" ", 1)[0]].add(worker)
-    assert served_by["tls"] | served_by["bootstrap"] <= {str(p) for p in _children(pid)}
+    assert served_by["tls"] | served_by["bootstrap"] <= \
+        {str(p) for p in app_workers(pid, running.log())}
     assert served_by["tls"] and served_by["bootstrap"], "no access line names the device"
     assert ports.count("tls") == 20  # every TLS fetch, whichever worker answered it
     # A plain fetch repeated within seconds: recorded once by each worker that answered it.
@@ -90,12 +92,13 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(
     own, running = two_workers
     mac = add_device(conn, "yealink", [new_subscriber()])
     pid = running.service.process.pid
-    before = _children(pid)
+    running.wait_for_log("INFO published the files of", timeout=60)
+    before = app_workers(pid, running.log())
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
 
-    after = _eventually(lambda: (c := _children(pid)) and len(c) == 2 and victim not in c and c,
-                        10, "a new worker")
+    after = _eventually(lambda: (c := app_workers(pid, running.log())) and len(c) == 2
+                        and victim not in c and c, 10, "a new worker")
     assert len(after - before) == 1
     running.wait_for_log(f"(pid {victim}) exited (signal SIGKILL); starting it again")
     for _ in range(10):
@@ -109,8 +112,9 @@ def test_sigterm_stops_every_worker_and_removes_the_sockets(
     own = make_settings(tmp_path / "var", db_url=settings.db_url, http_workers=2)
     running = start_provisioning(own)
     pid = running.service.process.pid
-    workers = _children(pid)
-    assert len(workers) == 2
+    running.wait_for_log("INFO published the files of", timeout=60)
+    workers = children(pid)
+    assert len(app_workers(pid, running.log())) == 2 and len(workers) == 3
 
     os.kill(pid, signal.SIGTERM)  # the parent alone, as a supervisor would
     assert running.service.process.wait(timeout=30) == 0
@@ -119,6 +123,7 @@ def test_sigterm_stops_every_worker_and_removes_the_sockets(
             "zombie" in Path(f"/proc/{worker}/status").read_text()
     log = running.log()
     assert "worker 0 stopped" in log and "worker 1 stopped" in log
+    assert not (publish.root(own) / publish.LIVE).exists()  # the front asks the app
     assert not any(front.socket_path(own, label).exists() for label in front.LABELS)
     running.stop()  # the front
     with socket.socket() as probe:
@@ -208,7 +213,7 @@ def test_behind_the_front_the_service_listens_on_no_tcp_port(
     bypass the front's limits or set the headers the service trusts."""
     own, running = two_workers
     pid = running.service.process.pid
-    service_sockets = set().union(*(_socket_inodes(p) for p in {pid, *_children(pid)}))
+    service_sockets = set().union(*(_socket_inodes(p) for p in {pid, *children(pid)}))
 
     assert service_sockets
     assert not service_sockets & _tcp_listening_inodes()
