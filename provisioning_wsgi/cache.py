@@ -38,7 +38,7 @@ import time
 
 import psycopg
 
-from autoprov import config_fetch, db
+from autoprov import config_fetch
 from autoprov.config import Settings
 from provisioning_wsgi import render, store, timestamps
 from provisioning_wsgi.unknown import WRITE_EVERY_S as UNKNOWN_WRITE_S
@@ -152,10 +152,8 @@ class ConfigCache:
         while not self._stop.is_set():
             connected = False
             try:
-                with psycopg.connect(db.url(self.settings), autocommit=True,
-                                     connect_timeout=store.CONNECT_TIMEOUT_S,
-                                     application_name="autoprov-provisioning-cache") as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                with store.listening(self.settings, CHANNEL,
+                                     "autoprov-provisioning-cache") as conn:
                     unread = select.epoll()
                     unread.register(conn.fileno(), select.EPOLLIN)
                     with self._lock:  # from here on, every change is heard: start afresh

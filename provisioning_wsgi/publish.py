@@ -46,14 +46,14 @@ from typing import Any
 
 import psycopg
 
-from autoprov import db, front
+from autoprov import front
 from autoprov.config import Settings
 from provisioning_wsgi import store, vendors
+from provisioning_wsgi.cache import CHANNEL
 from provisioning_wsgi.render import Device, Line, Rendered, Renderer, RenderError
 
 log = logging.getLogger("autoprov.provisioning")
 
-CHANNEL = "autoprov_config"
 STORE, LIVE = "store", front.LIVE
 PORTS = ("bootstrap", "tls")
 RECONNECT_S = 1.0
@@ -130,31 +130,15 @@ class Manifest:
             self._replaced = {k: v for k, v in self._replaced.items() if v[1] > now}
 
 
-_DEVICES = """
-SELECT d.id, d.mac, d.vendor, d.model, d.sip_transport, pg_current_snapshot()::text,
-       l.line_no, s.username, s.domain, s.password, l.display_name
-  FROM autoprov.device d
-  LEFT JOIN autoprov.device_line l ON l.device_id = d.id
-  LEFT JOIN subscriber s ON s.id = l.subscriber_id
- WHERE {where}
- ORDER BY d.id, l.line_no
-"""
 _ALL_IDS = "SELECT id FROM autoprov.device ORDER BY id"
+_SOME = store.DEVICES_WITH_LINES.format(where="d.id = ANY(%s) OR d.mac = ANY(%s)")
 
 DeviceRows = list[tuple[Device, list[Line], str]]
 
 
 def read_devices(conn: store.Conn, ids: Iterable[int], macs: Iterable[str]) -> DeviceRows:
     """The devices with these ids or MACs and their lines, from one statement's snapshot."""
-    rows = conn.execute(_DEVICES.format(where="d.id = ANY(%s) OR d.mac = ANY(%s)"),
-                        (list(ids), list(macs))).fetchall()
-    found: DeviceRows = []
-    for row in rows:
-        if not found or found[-1][0].id != row[0]:
-            found.append((Device(*row[:5]), [], row[5]))
-        if row[6] is not None:
-            found[-1][1].append(Line(row[6], row[7], row[8], row[9] or "", row[10] or ""))
-    return found
+    return store.devices_with_lines(conn.execute(_SOME, (list(ids), list(macs))).fetchall())
 
 
 class Publisher:
@@ -202,10 +186,7 @@ class Publisher:
         while not stop.is_set():
             connected = False
             try:
-                with psycopg.connect(db.url(self.settings), autocommit=True,
-                                     connect_timeout=store.CONNECT_TIMEOUT_S,
-                                     application_name="autoprov-publisher") as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                with store.listening(self.settings, CHANNEL, "autoprov-publisher") as conn:
                     connected = True
                     self._publish_all(conn)
                     self._go_live()

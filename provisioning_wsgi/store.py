@@ -92,22 +92,44 @@ def find_device(conn: Conn, mac: str) -> tuple[Device, str] | None:
     return (Device(*row[:5]), row[5]) if row else None
 
 
-_DEVICE_WITH_LINES = """
+# Devices and their lines, one row per line (or one with NULL line columns for a device with
+# none), in one statement's snapshot; {where} picks the devices.
+DEVICES_WITH_LINES = """
 SELECT d.id, d.mac, d.vendor, d.model, d.sip_transport, pg_current_snapshot()::text,
        l.line_no, s.username, s.domain, s.password, l.display_name
   FROM autoprov.device d
   LEFT JOIN autoprov.device_line l ON l.device_id = d.id
   LEFT JOIN subscriber s ON s.id = l.subscriber_id
- WHERE d.mac = %s
- ORDER BY l.line_no
+ WHERE {where}
+ ORDER BY d.id, l.line_no
 """
+_DEVICE_WITH_LINES = DEVICES_WITH_LINES.format(where="d.mac = %s")
+
+
+def devices_with_lines(rows: list[tuple[Any, ...]]) -> list[tuple[Device, list[Line], str]]:
+    """DEVICES_WITH_LINES' rows as (device, its lines, the snapshot read in), by device."""
+    found: list[tuple[Device, list[Line], str]] = []
+    for row in rows:
+        if not found or found[-1][0].id != row[0]:
+            found.append((Device(*row[:5]), [], row[5]))
+        if row[6] is not None:
+            found[-1][1].append(Line(row[6], row[7], row[8], row[9] or "", row[10] or ""))
+    return found
 
 
 def find_device_with_lines(conn: Conn, mac: str) -> tuple[Device, list[Line], str] | None:
     """The device and its lines from one statement, so from one consistent snapshot."""
-    rows = conn.execute(_DEVICE_WITH_LINES, (mac,)).fetchall()
-    if not rows:
-        return None
-    device = Device(*rows[0][:5])
-    lines = [Line(r[6], r[7], r[8], r[9] or "", r[10] or "") for r in rows if r[6] is not None]
-    return device, lines, rows[0][5]
+    found = devices_with_lines(conn.execute(_DEVICE_WITH_LINES, (mac,)).fetchall())
+    return found[0] if found else None
+
+
+def listening(settings: Settings, channel: str, application_name: str) -> Conn:
+    """An autocommit connection LISTENing on `channel` (a context manager, as any)."""
+    conn = psycopg.connect(db.url(settings), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                           application_name=application_name)
+    try:
+        conn.execute(f"LISTEN {channel}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
