@@ -44,6 +44,7 @@ IN_FLIGHT_KEY = "resync_in_flight"  # NOTIFYs sent whose final outcome is not in
 # final reply by then (and a margin) was not answered.
 ANSWER_TIMEOUT_S = 8.0
 SWEEP_EVERY_S = 1.0
+CHALLENGE_HOLD_S = 1.0  # see _hold_challenges
 STALE_ANSWERS = 1  # a stale=true challenge of our answer is answered once more
 CLAIM_BATCH = 500
 DISPATCH_BATCH = 500
@@ -393,6 +394,24 @@ def _sweep_answers() -> None:
     KSR.htable.sht_iterator_end("an")
 
 
+def _hold_challenges(events: list[tuple[int, int, bool, bool, bool, float]]
+                     ) -> list[tuple[int, int, bool, bool, bool, float]]:
+    """A challenge is recorded only if its NOTIFY's final answer is not in within
+    CHALLENGE_HOLD_S: the final one says `challenged` too, so a phone answered in time costs
+    its resync_notify row one update instead of two (a fan-out's PostgreSQL time)."""
+    finals = {e[0] for e in events if not e[3]}
+    now = time.time()
+    kept = []
+    for event in events:
+        if event[3] and event[0] in finals:
+            continue
+        if event[3] and now - event[5] < CHALLENGE_HOLD_S:
+            _store(event[0], "challenge", event[1], event[2], event[4], event[5])
+            continue
+        kept.append(event)
+    return kept
+
+
 def flush_events() -> int:
     """Record the queued replies in one round trip (in any order: each carries its stage); how
     many there were."""
@@ -408,6 +427,7 @@ def flush_events() -> int:
             events.append((int(nid), int(fields[0]), fields[1] == "1", stage == "challenge",
                            fields[2] == "1", float(fields[3])))
     KSR.htable.sht_iterator_end("ev")
+    events = _hold_challenges(events)
     if not events:
         return 0
     try:

@@ -23,3 +23,17 @@ def free_port() -> int:
         _handed_out.add(port)
         return port
     raise RuntimeError("no free port")
+
+
+def free_sip_ua_port() -> int:
+    """A port for a user agent such as baresip, which also binds TLS on the port after it."""
+    for _ in range(200):
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                tcp.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        _handed_out.add(port + 1)
+        return port
+    raise RuntimeError("no free port pair")

@@ -15,7 +15,7 @@ import pytest
 
 from autoprov.config import Settings
 from tests.conftest import RunningService, autoprov_cli, eventually, own_proxy, random_mac
-from tests.ports import free_port
+from tests.ports import free_port, free_sip_ua_port
 
 SERVER_ID = 23  # a node id of its own (tests/conftest.py own_proxy)
 
@@ -31,7 +31,7 @@ def proxy(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, int, i
 def _baresip(work: Path, account: str, seconds: int) -> subprocess.Popen[str]:
     work.mkdir()
     (work / "config").write_text(
-        f"sip_listen\t\t127.0.0.1:{free_port()}\n"
+        f"sip_listen\t\t127.0.0.1:{free_sip_ua_port()}\n"
         "net_interface\t\t127.0.0.1\n"
         "sip_verify_server\tno\n"
         "module_path\t\t/usr/lib/baresip/modules\n"
@@ -85,7 +85,7 @@ def test_baresip_gets_the_check_sync_and_its_answer_is_the_outcome(
 def _call_config(work: Path, account: str, heard: Path) -> None:
     work.mkdir()
     (work / "config").write_text(
-        f"sip_listen\t\t127.0.0.1:{free_port()}\n"
+        f"sip_listen\t\t127.0.0.1:{free_sip_ua_port()}\n"
         "net_interface\t\t127.0.0.1\n"
         "module_path\t\t/usr/lib/baresip/modules\n"
         "module\t\t\topus.so\n"  # 48 kHz, as the ausine source

@@ -14,7 +14,7 @@ import requests
 
 from autoprov.config import Settings
 from provisioning_wsgi import vendors, workers
-from tests.conftest import RunningService
+from tests.conftest import RunningService, eventually
 from tests.provisioning_helpers import (
     add_device,
     bootstrap_url,
@@ -24,7 +24,6 @@ from tests.provisioning_helpers import (
     fetches,
     new_mac,
     phone_cert,
-    settle,
 )
 
 VENDORS = sorted(vendors.VENDORS)
@@ -282,7 +281,7 @@ def test_old_fetch_records_are_pruned_but_each_ports_latest_stays(
     for _ in range(3):
         session.get(config_url(settings, f"{mac}.cfg"))
     plain().get(bootstrap_url(settings, f"{mac}.cfg"))
-    settle()
+    eventually(lambda: len(fetches(conn, mac)) == 4)  # all recorded (a moment after)
     conn.execute("UPDATE autoprov.config_fetch SET fetched_at = fetched_at - interval '100 days'"
                  " FROM autoprov.device d WHERE d.id = device_id AND d.mac = %s", (mac,))
 
