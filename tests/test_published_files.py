@@ -13,6 +13,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from autoprov.config import Settings
 from provisioning_wsgi import fetchlog, publish
@@ -162,3 +164,21 @@ def test_the_fetch_log_is_rotated_and_no_fetch_is_lost_or_recorded_twice(
         eventually(lambda: len(fetches(conn, mac)) == 121)
     finally:
         running.stop()
+
+
+def test_a_certificate_spelling_the_mac_with_colons_is_checked_by_the_app_and_served(
+    service: tuple[Settings, RunningService], conn: psycopg.Connection[Any],
+    new_subscriber: Any, tmp_path: Path,
+) -> None:
+    """The front reads only a 12-digit MAC from a subject; any other spelling the app accepts
+    still gets the phone its file (from the app), and still only its own."""
+    own, _running = service
+    mine, theirs = (add_device(conn, "yealink", [new_subscriber()]) for _ in range(2))
+    for mac in (mine, theirs):
+        _wait_published(own, "tls", mac, device_file("yealink", mac))
+    colons = ":".join(mine[i:i + 2] for i in range(0, 12, 2)).upper()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"SIP phone {colons}")])
+    phone = client(own, phone_cert(own, tmp_path, "yealink", mine, subject=subject))
+
+    assert phone.get(config_url(own, device_file("yealink", mine))).status_code == 200
+    assert phone.get(config_url(own, device_file("yealink", theirs))).status_code == 403
