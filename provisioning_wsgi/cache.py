@@ -53,6 +53,12 @@ RECONNECT_S = 1.0
 Key = tuple[str, str, str]  # port, mac, file
 
 
+def names_everything(payload: str) -> bool:
+    """An autoprov_config payload that is about every device ('*', or one not understood)."""
+    words = payload.split()
+    return not words or not words[0].isdigit()
+
+
 class ConfigCache:
     def __init__(self, settings: Settings, renderer: render.Renderer | None = None) -> None:
         self.settings = settings
@@ -118,7 +124,7 @@ class ConfigCache:
         words = payload.split()
         with self._lock:
             self._epoch += 1
-            if not words or words[0] == "*" or not words[0].isdigit():
+            if names_everything(payload):
                 self._clear()
                 return
             keys = set(self._by_device.pop(int(words[0]), ()))

@@ -1,16 +1,16 @@
 """The web front's log of the published files it served: each line recorded as a fetch.
 
 The front (autoprov/front.py) writes one line per request it answers from a published file
-(provisioning_wsgi/publish.py) to log_path(settings), in FORMAT. This reader follows that file
-and does for each line what the app does for a fetch it answers: the access line in the
-service's log (same shape: fail2ban and operators read one log), the fetch record with the
-config version and snapshot of the bytes served (from the publisher's manifest, by the ETag the
-front sent), and the request counters of /metrics.
+(provisioning_wsgi/publish.py) to front.fetch_log_path(settings), in front.config's
+log_format. This reader follows that file and does for each line what the app does for a fetch
+it answers: the access line in the service's log (same shape: fail2ban and operators read one
+log), the fetch record with the config version and snapshot of the bytes served (from the
+publisher's manifest, by the ETag the front sent), and the request counters of /metrics.
 
 Nothing is lost when this process stops or dies: how far the file was read is kept in
 offset_path(settings) (written after each batch handed to the fetch writer), and the next reader
-goes on from there. The file is rotated here past fetch_log_rotate_kb: renamed, nginx told to reopen
-its logs (SIGUSR1), the old file read to its end, then removed.
+goes on from there. The file is rotated here past fetch_log_rotate_kb: renamed, nginx told to
+reopen its logs (SIGUSR1), the old file read to its end, then removed.
 """
 
 from __future__ import annotations
@@ -44,10 +44,6 @@ MAX_LINE = 16 * 1024
 _ESCAPED = re.compile(r"\\x([0-9A-Fa-f]{2})")
 
 
-def log_path(settings: Settings) -> Path:
-    return front.fetch_log_path(settings)
-
-
 def offset_path(settings: Settings) -> Path:
     return front.socket_dir(settings) / "fetches.offset"
 
@@ -62,7 +58,7 @@ def _unescape(text: str) -> str:
 class FetchLog:
     def __init__(self, settings: Settings, manifest: Manifest, writer: FetchWriter,
                  meters: dict[str, metrics.Meter]) -> None:
-        self.path = log_path(settings)
+        self.path = front.fetch_log_path(settings)
         self.offset_file = offset_path(settings)
         self.pid_file = front.conf_path(settings).with_name("nginx.pid")
         self.rotate_bytes = max(1, settings.fetch_log_rotate_kb) * 1024

@@ -49,7 +49,7 @@ import psycopg
 from autoprov import front
 from autoprov.config import Settings
 from provisioning_wsgi import store, vendors
-from provisioning_wsgi.cache import CHANNEL
+from provisioning_wsgi.cache import CHANNEL, names_everything
 from provisioning_wsgi.render import Device, Line, Rendered, Renderer, RenderError
 
 log = logging.getLogger("autoprov.provisioning")
@@ -149,7 +149,7 @@ class Publisher:
         self.root = root(settings)
         self.store_dir = self.root / STORE
         # device id -> its published files (port, file) and MAC
-        self._files: dict[int, set[Key]] = {}
+        self._files: dict[int, dict[Key, Path]] = {}
         self._mac_of: dict[int, str] = {}
         self._device_of_mac: dict[str, int] = {}
         self._everything = threading.Event()  # templates changed: publish all anew
@@ -210,8 +210,7 @@ class Publisher:
                 poller.poll(0.5)
                 payloads = [n.payload for n in conn.notifies(timeout=0)]
                 self.renderer.check_templates()
-                if self._everything.is_set() or "*" in payloads or any(
-                        not p.split()[0].isdigit() for p in payloads if p.split()):
+                if self._everything.is_set() or any(map(names_everything, payloads)):
                     self._everything.clear()
                     self.withdraw()
                     self._publish_all(conn)
@@ -257,7 +256,7 @@ class Publisher:
             vendor = vendors.VENDORS.get(device.vendor)
             if vendor is None:
                 continue
-            published: set[Key] = set()
+            published: dict[Key, Path] = {}
             for name in vendor.files_for(device.model, device.mac):
                 requested = vendors.parse_as(vendor, name)
                 if requested is None or requested.mac != device.mac:
@@ -270,21 +269,21 @@ class Publisher:
                     except RenderError as exc:
                         log.error("not published (the app answers it): %s", exc)
                         continue
-                    self._write(self._path(port, device.mac, name, rendered), rendered)
+                    path = self._path(port, device.mac, name, rendered)
+                    self._write(path, rendered)
                     self.manifest.put((port, name),
                                       Entry(device.id, device.mac, rendered.version, snapshot))
-                    published.add((port, name))
+                    published[(port, name)] = path
             self._files[device.id] = published
             self._mac_of[device.id] = device.mac
             self._device_of_mac[device.mac] = device.id
 
     def _unpublish(self, device_id: int) -> None:
         mac = self._mac_of.pop(device_id, None)
-        for port, name in self._files.pop(device_id, set()):
-            for ext in CONTENT_EXTENSIONS.values():
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._dir(port, mac or "") / f"{name}.{ext}")
-            self.manifest.drop((port, name))
+        for key, path in self._files.pop(device_id, {}).items():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            self.manifest.drop(key)
         if mac is not None and self._device_of_mac.get(mac) == device_id:
             del self._device_of_mac[mac]
 

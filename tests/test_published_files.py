@@ -16,8 +16,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from autoprov import front
 from autoprov.config import Settings
-from provisioning_wsgi import fetchlog, publish
+from provisioning_wsgi import publish
 from tests.conftest import RunningService, eventually, make_settings, start_provisioning
 from tests.provisioning_helpers import (
     add_device,
@@ -158,7 +159,7 @@ def test_the_fetch_log_is_rotated_and_no_fetch_is_lost_or_recorded_twice(
         eventually(lambda: len(fetches(conn, mac)) >= 120, timeout=15)
         assert len(fetches(conn, mac)) == 120
         assert running.log().count("fetch log rotated") >= 2
-        old = fetchlog.log_path(own).with_name("fetches.log.old")
+        old = front.fetch_log_path(own).with_name("fetches.log.old")
         eventually(lambda: not old.exists(), timeout=10)
         assert phone.get(config_url(own, name)).status_code == 200  # nginx writes the new one
         eventually(lambda: len(fetches(conn, mac)) == 121)
