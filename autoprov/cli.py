@@ -70,7 +70,7 @@ def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_device_add(settings: Settings, args: argparse.Namespace) -> int:
     lines = [devices.LineSpec.parse(spec) for spec in args.line]
     with db.connect(settings) as conn:
-        devices.add(conn, args.mac, args.vendor, args.model, lines)
+        devices.add(conn, args.mac, args.vendor, args.model, lines, serial=args.serial)
     print(f"device {normalize(args.mac)} added")
     return 0
 
@@ -81,7 +81,8 @@ def cmd_device_show(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(info)
         return 0
-    print(f"device {info['mac']}  vendor {info['vendor']}  model {info['model']}")
+    serial = f"  serial {info['serial_number']}" if info["serial_number"] else ""
+    print(f"device {info['mac']}  vendor {info['vendor']}  model {info['model']}{serial}")
     for line in info["lines"]:
         state = f"registered ({line['contacts']} contact(s))" if line["registered"] else \
             "not registered"
@@ -326,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vendor", required=True, choices=sorted(vendors.VENDORS))
     p.add_argument("--model", required=True)
     p.add_argument("--line", action="append", default=[], metavar="N=USER@DOMAIN")
+    p.add_argument("--serial", metavar="SN", help="the serial number on the phone's label "
+                   "(Grandstream's redirect service, GDMS, needs it)")
     p = command(dev, "show", cmd_device_show, "show a device, its lines and their state")
     p.add_argument("mac")
     p.add_argument("--json", action="store_true")
@@ -344,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "or the phone fetched a config with the change meanwhile")
     p.add_argument("--json", action="store_true")
 
-    red = sub.add_parser("redirect", help="zero-touch redirect services (Yealink, Panasonic)")\
+    red = sub.add_parser("redirect", help="zero-touch redirect services "
+                         "(Yealink, Panasonic, Snom, Grandstream)")\
         .add_subparsers(dest="redirect", required=True)
     command(red, "worker", cmd_redirect_worker, "run the redirect registration jobs until stopped")
     p = command(red, "retry", cmd_redirect_retry, "queue a MAC's failed redirect job again")

@@ -129,6 +129,17 @@ class Settings:
     snom_sraps_password: str = dataclasses.field(default="", repr=False)
     # Empty: http://public_host:http_port/device/autoprov/bootstrap/snom-{mac}.htm
     snom_sraps_phone_url: str = ""
+    # Grandstream GDMS Open API (https://www.gdms.cloud, EU https://eu.gdms.cloud); empty: off.
+    # Its API-developer credentials (API ID, secret key), the account's login, and the site new
+    # devices go to (GDMS requires one).
+    gdms_url: str = ""
+    gdms_username: str = ""
+    gdms_password: str = dataclasses.field(default="", repr=False)
+    gdms_client_id: str = ""
+    gdms_client_secret: str = dataclasses.field(default="", repr=False)
+    gdms_site_id: int = 0
+    # Where GDMS points the phone (P212/P237); empty: http://public_host:http_port/device/autoprov/bootstrap
+    gdms_config_server: str = ""
     # CA bundle the vendors' HTTPS certificates are verified with; empty: the certifi bundle.
     redirect_ca_bundle: str = ""
     redirect_timeout_ms: int = 10000

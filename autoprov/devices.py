@@ -18,6 +18,8 @@ from autoprov.mac import normalize
 from autoprov.redirect import state as redirect_state
 
 _LINE_SPEC = re.compile(r"^(\d+)=([^@\s]+)@([^@\s]+)$")
+# As sql/019's check: what the label on a phone's box shows (Grandstream GDMS needs it).
+SERIAL = re.compile(r"[A-Za-z0-9]{1,64}")
 
 
 class DeviceError(ValueError):
@@ -43,8 +45,18 @@ class LineSpec:
 Conn = psycopg.Connection[Any]
 
 
-def add(conn: Conn, mac: str, vendor: str, model: str, lines: list[LineSpec]) -> None:
+def check_serial(serial: str) -> str:
+    """A serial number as printed on the phone's label (letters and digits)."""
+    if not SERIAL.fullmatch(serial):
+        raise DeviceError(f"invalid serial number {serial!r}: 1 to 64 letters and digits")
+    return serial
+
+
+def add(conn: Conn, mac: str, vendor: str, model: str, lines: list[LineSpec],
+        serial: str | None = None) -> None:
     mac = normalize(mac)
+    if serial is not None:
+        check_serial(serial)
     if len({line.line_no for line in lines}) != len(lines):
         raise DeviceError("a line number is given twice")
     with conn.transaction():
@@ -52,8 +64,9 @@ def add(conn: Conn, mac: str, vendor: str, model: str, lines: list[LineSpec]) ->
             raise DeviceError(f"unknown vendor {vendor!r}")
         try:
             row = conn.execute(
-                "INSERT INTO autoprov.device (mac, vendor, model) VALUES (%s, %s, %s) RETURNING id",
-                (mac, vendor, model),
+                "INSERT INTO autoprov.device (mac, vendor, model, serial_number)"
+                " VALUES (%s, %s, %s, %s) RETURNING id",
+                (mac, vendor, model, serial),
             ).fetchone()
         except psycopg.errors.UniqueViolation:
             raise DeviceError(f"device {mac} already exists") from None
@@ -101,7 +114,8 @@ def show(conn: Conn, mac: str) -> dict[str, Any]:
     mac = normalize(mac)
     with conn.cursor(row_factory=dict_row) as cur:
         device = cur.execute(
-            "SELECT id, mac, vendor, model, created_at, updated_at FROM autoprov.device"
+            "SELECT id, mac, vendor, model, serial_number, created_at, updated_at"
+            "  FROM autoprov.device"
             " WHERE mac = %s", (mac,)
         ).fetchone()
         if device is None:
@@ -111,6 +125,7 @@ def show(conn: Conn, mac: str) -> dict[str, Any]:
         "mac": device["mac"],
         "vendor": device["vendor"],
         "model": device["model"],
+        "serial_number": device["serial_number"],
         "created_at": device["created_at"].isoformat(),
         "updated_at": device["updated_at"].isoformat(),
         "lines": [

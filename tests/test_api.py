@@ -264,6 +264,27 @@ def test_device_faults_name_their_field(api: Api) -> None:
     assert api.call("GET", "/devices/not-a-mac").status_code == 404
 
 
+def test_a_serial_number_is_given_changed_and_checked_like_any_field(
+        api: Api, conn: psycopg.Connection[Any]) -> None:
+    mac = new_mac("grandstream")
+    made = api.call("POST", "/devices", json={"mac": mac, "vendor": "grandstream",
+                                              "model": "GXP2170", "serial_number": "20ZE1A2B"})
+    assert made.status_code == 201, made.text
+    assert made.json()["serial_number"] == "20ZE1A2B"
+    assert made.json()["redirect"]["service"] == "grandstream-gdms"
+
+    changed = api.call("PATCH", f"/devices/{mac}", json={"serial_number": "20ZE9F9F"})
+    assert changed.status_code == 200 and changed.json()["serial_number"] == "20ZE9F9F"
+    # A new serial number means a new registration with GDMS (sql/019), as after an UPDATE.
+    assert conn.execute("SELECT count(*) FROM autoprov.redirect_job WHERE mac = %s"
+                        " AND action = 'register'", (mac,)).fetchone() == (2,)
+
+    for bad in ("20ZE 1A2B", "", "x" * 65, 7):
+        reply = api.call("PATCH", f"/devices/{mac}", json={"serial_number": bad})
+        assert reply.status_code == 422 and set(fields(reply)) == {"serial_number"}
+    assert api.call("GET", f"/devices/{mac}").json()["serial_number"] == "20ZE9F9F"
+
+
 def test_devices_are_listed_by_vendor_model_and_registration_a_page_at_a_time(
         api: Api) -> None:
     model = "page-" + secrets.token_hex(3)

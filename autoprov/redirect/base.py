@@ -59,8 +59,9 @@ class RedirectService(Protocol):
 
     label: str
 
-    def register(self, mac: str) -> Result:
-        """Point the MAC at us. Success: REGISTERED."""
+    def register(self, mac: str, serial: str = "") -> Result:
+        """Point the MAC at us. Success: REGISTERED. ``serial``: the device's serial number
+        where one is known (only services that identify a phone by it use it)."""
         ...
 
     def deregister(self, mac: str) -> Result:

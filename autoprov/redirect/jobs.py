@@ -31,6 +31,7 @@ class Job:
     mac: str
     action: str
     attempts: int
+    serial: str = ""  # the device's serial number, for a registration (sql/019)
 
 
 # Jobs for one MAC at one service run in order: a job waits while an older one is pending.
@@ -43,7 +44,9 @@ _RUNNABLE = """
 """
 
 _CLAIM = f"""
-SELECT j.id, j.service, j.vendor, j.mac, j.action, j.attempts {_RUNNABLE}
+SELECT j.id, j.service, j.vendor, j.mac, j.action, j.attempts,
+       coalesce((SELECT d.serial_number FROM autoprov.device d WHERE d.mac = j.mac), '')
+       {_RUNNABLE}
    AND j.next_attempt_at <= now()
    AND j.service = ANY(%(services)s)
  ORDER BY j.next_attempt_at, j.id

@@ -49,7 +49,7 @@ class PanasonicRcs:
         self._endpoint = endpoint
         self._phone_url = phone_url
 
-    def register(self, mac: str) -> Result:
+    def register(self, mac: str, serial: str = "") -> Result:
         return self._ask(Outcome.REGISTERED, "ipredirect.registerPhone", upper_hex(mac),
                          self._phone_url)
 

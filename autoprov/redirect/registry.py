@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from autoprov.config import Settings
-from autoprov.redirect import panasonic, snom, yealink
+from autoprov.redirect import grandstream, panasonic, snom, yealink
 from autoprov.redirect.base import RedirectService, ServiceSpec
 
 SPECS: dict[str, ServiceSpec] = {spec.name: spec for spec in (yealink.SPEC, panasonic.SPEC,
-                                                               snom.SPEC)}
+                                                               snom.SPEC, grandstream.SPEC)}
 
 
 def build(settings: Settings) -> dict[str, RedirectService]:

@@ -41,7 +41,7 @@ class SnomSraps:
         self._endpoint = endpoint
         self._phone_url = phone_url
 
-    def register(self, mac: str) -> Result:
+    def register(self, mac: str, serial: str = "") -> Result:
         return self._ask(Outcome.REGISTERED, "redirect.registerPhone", upper_hex(mac),
                          self._phone_url)
 

@@ -68,9 +68,10 @@ class Worker:
         return count
 
     def _call(self, service: RedirectService, job: jobs.Job) -> Result:
-        call = service.register if job.action == "register" else service.deregister
         try:
-            return call(job.mac)
+            if job.action == "register":
+                return service.register(job.mac, job.serial)
+            return service.deregister(job.mac)
         except Exception as exc:  # a bug in an adapter must not stop the other jobs
             log.exception("redirect %s %s %s: adapter error", job.vendor, colon_form(job.mac),
                           job.action)

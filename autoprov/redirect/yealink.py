@@ -52,7 +52,7 @@ class YealinkRps:
         self._server = server_name(server_url)
         self._server_added = False
 
-    def register(self, mac: str) -> Result:
+    def register(self, mac: str, serial: str = "") -> Result:
         try:
             if not self._server_added:
                 added = self._add_server()

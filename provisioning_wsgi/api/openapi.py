@@ -41,6 +41,8 @@ def _page(item: str) -> S:
                  "next_cursor": _null(STR)})
 
 
+SERIAL: S = {"type": "string", "pattern": "^[A-Za-z0-9]{1,64}$",
+             "description": "the serial number on the phone's label (Grandstream GDMS needs it)"}
 MAC: S = {"type": "string", "pattern": "^[0-9a-f]{12}$",
           "description": "12 lower-case hex digits (requests take any usual spelling)"}
 
@@ -59,8 +61,9 @@ SCHEMAS: dict[str, S] = {
                        "subscriber": {**STR, "description": "USER@DOMAIN, an existing one"}},
                       {"display_name": STR}, closed=True),
     "DeviceCreate": _obj({"mac": STR, "vendor": STR, "model": STR},
-                         {"lines": {"type": "array", "items": _ref("LineInput")}}, closed=True),
-    "DevicePatch": _obj({}, {"model": STR, "lines": {
+                         {"lines": {"type": "array", "items": _ref("LineInput")},
+                          "serial_number": SERIAL}, closed=True),
+    "DevicePatch": _obj({}, {"model": STR, "serial_number": SERIAL, "lines": {
         "type": "array", "items": _ref("LineInput"),
         "description": "all the device's lines: those not given are removed"}}, closed=True),
     "DeviceSummary": _obj({"mac": MAC, "vendor": STR, "model": STR, "registered": BOOL,
@@ -69,7 +72,8 @@ SCHEMAS: dict[str, S] = {
                                "registered": BOOL})}}),
     "DevicePage": _page("DeviceSummary"),
     "Device": _obj({
-        "mac": MAC, "vendor": STR, "model": STR, "created_at": TIME, "updated_at": TIME,
+        "mac": MAC, "vendor": STR, "model": STR, "serial_number": _null(STR),
+        "created_at": TIME, "updated_at": TIME,
         "lines": {"type": "array", "items": _obj({
             "line": INT, "aor": STR, "display_name": STR, "registered": BOOL,
             "contacts": INT})},

@@ -194,9 +194,9 @@ def create_device(conn: Conn, new: NewDevice) -> dict[str, Any]:
                 raise invalid([FieldError("vendor", f"unknown vendor {new.vendor!r}: "
                                           "GET /api/v1/vendors lists them")])
             row = conn.execute(
-                "INSERT INTO autoprov.device (mac, vendor, model) VALUES (%s, %s, %s)"
-                " ON CONFLICT (mac) DO NOTHING RETURNING id",
-                (new.mac, new.vendor, new.model)).fetchone()
+                "INSERT INTO autoprov.device (mac, vendor, model, serial_number)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (mac) DO NOTHING RETURNING id",
+                (new.mac, new.vendor, new.model, new.serial_number)).fetchone()
             if row is None:
                 raise conflict(f"device {new.mac} exists",
                                [FieldError("mac", "a device with this MAC exists")])
@@ -214,6 +214,10 @@ def change_device(conn: Conn, mac: str, change: DeviceChange) -> dict[str, Any]:
                 conn.execute("UPDATE autoprov.device SET model = %s"
                              " WHERE id = %s AND model IS DISTINCT FROM %s",
                              (change.model, device_id, change.model))
+            if change.serial_number is not None:
+                conn.execute("UPDATE autoprov.device SET serial_number = %s"
+                             " WHERE id = %s AND serial_number IS DISTINCT FROM %s",
+                             (change.serial_number, device_id, change.serial_number))
             if change.lines is not None:
                 _write_lines(conn, device_id, change.lines)
     except psycopg.errors.IntegrityError as exc:

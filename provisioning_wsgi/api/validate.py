@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from autoprov.devices import SERIAL
 from autoprov.mac import InvalidMacError, normalize
 from provisioning_wsgi.api.problem import FieldError, invalid
 
@@ -34,12 +35,14 @@ class NewDevice:
     vendor: str
     model: str
     lines: list[Line]
+    serial_number: str | None = None
 
 
 @dataclass(frozen=True)
 class DeviceChange:
     model: str | None
     lines: list[Line] | None
+    serial_number: str | None = None  # None: unchanged
 
 
 @dataclass(frozen=True)
@@ -129,25 +132,34 @@ def _lines(value: Any, errors: list[FieldError]) -> list[Line]:
     return lines
 
 
+def _serial(body: dict[str, Any], errors: list[FieldError]) -> str | None:
+    serial = _text(body, "serial_number", errors, required=False)
+    if serial is not None and not SERIAL.fullmatch(serial):
+        errors.append(FieldError("serial_number", "1 to 64 letters and digits"))
+    return serial
+
+
 def new_device(body: Any) -> NewDevice:
-    fields, errors = _object(body, {"mac", "vendor", "model", "lines"})
+    fields, errors = _object(body, {"mac", "vendor", "model", "lines", "serial_number"})
     mac = mac_field(fields.get("mac"), "mac", errors)
     vendor = _text(fields, "vendor", errors)
     model = _model(fields, errors, required=True)
     lines = _lines(fields.get("lines", []), errors)
+    serial = _serial(fields, errors)
     if errors:
         raise invalid(errors)
     assert mac is not None and vendor is not None and model is not None
-    return NewDevice(mac, vendor, model, lines)
+    return NewDevice(mac, vendor, model, lines, serial)
 
 
 def device_change(body: Any) -> DeviceChange:
-    fields, errors = _object(body, {"model", "lines"})
+    fields, errors = _object(body, {"model", "lines", "serial_number"})
     model = _model(fields, errors, required=False)
     lines = _lines(fields["lines"], errors) if "lines" in fields else None
+    serial = _serial(fields, errors)
     if errors:
         raise invalid(errors)
-    return DeviceChange(model, lines)
+    return DeviceChange(model, lines, serial)
 
 
 def password(body: dict[str, Any], errors: list[FieldError]) -> str | None:
