@@ -137,6 +137,29 @@ def test_rows_disagreeing_with_each_other_or_a_subscriber_are_faults(
         (3, "model"), (3, "password"), (4, "password")}
 
 
+def test_an_optional_serial_number_column_sets_the_devices_serial_numbers(
+        api: Api, conn: psycopg.Connection[Any]) -> None:
+    first, second, bad = new_mac("grandstream"), new_mac("grandstream"), new_mac("grandstream")
+    name = user()
+    header = HEADER.rstrip("\n") + ",serial_number\n"
+    rows = [f"{first},grandstream,GRP2614,1,{name},import.test,pw1,,20ZE0001\n",
+            f"{first},grandstream,GRP2614,2,{name},import.test,,,\n",
+            f"{second},grandstream,GXP2170,1,{name},import.test,,,\n"]
+
+    clash = api.call("POST", "/devices/import?dry_run=1", headers=CSV, data=header + "".join(
+        [*rows, f"{first},grandstream,GRP2614,3,{name},import.test,,,20ZE0002\n",
+         f"{bad},grandstream,GXP2170,1,{name},import.test,,,20ZE 0003\n"])).json()
+    assert {(e["row"], e["field"]) for e in clash["errors"]} == {
+        (5, "serial_number"), (6, "serial_number")}
+
+    reply = api.call("POST", "/devices/import", data=header + "".join(rows), headers=CSV)
+
+    assert reply.status_code == 201, reply.text
+    stored = dict(conn.execute("SELECT mac, serial_number FROM autoprov.device"
+                               " WHERE mac = ANY (%s)", ([first, second],)).fetchall())
+    assert stored == {first: "20ZE0001", second: None}
+
+
 def test_a_file_that_is_not_a_csv_of_the_columns_is_refused(api: Api) -> None:
     reply = api.call("POST", "/devices/import", data="mac,vendor\n", headers=CSV)
     assert reply.status_code == 422

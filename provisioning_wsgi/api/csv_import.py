@@ -1,6 +1,7 @@
 """POST /api/v1/devices/import: devices, lines and missing subscribers from a spreadsheet.
 
-One row per device line: mac,vendor,model,line,username,domain,password,display_name. Every
+One row per device line: mac,vendor,model,line,username,domain,password,display_name, and
+optionally serial_number (on any one row of the device, or all of them alike). Every
 row is checked first (all faults reported, by row); then the whole file goes in as a few
 set-based statements (COPY into a temporary table, INSERT ... SELECT), in one transaction:
 all rows or none. A dry run does the same and rolls back, so it reports what the database
@@ -16,11 +17,13 @@ from typing import Any
 
 import psycopg
 
+from autoprov.devices import SERIAL
 from autoprov.mac import InvalidMacError, normalize
 from provisioning_wsgi.api.problem import ApiError, FieldError, invalid
 from provisioning_wsgi.api.validate import MAX_LINES
 
 COLUMNS = ("mac", "vendor", "model", "line", "username", "domain", "password", "display_name")
+OPTIONAL = ("serial_number",)
 MAX_ROWS = 20_000
 # Kamailio's varchar(64) columns; the rest is text. Account parts hold no @ or blank (the API
 # names an account USER@DOMAIN).
@@ -41,6 +44,7 @@ class Row:
     domain: str
     password: str
     display_name: str
+    serial_number: str = ""
 
 
 def parse(text: str) -> tuple[list[Row], list[FieldError], int]:
@@ -51,7 +55,7 @@ def parse(text: str) -> tuple[list[Row], list[FieldError], int]:
     if missing:
         raise invalid([FieldError(c, "column missing from the header", 1) for c in missing],
                       f"the first line must name the columns: {','.join(COLUMNS)}")
-    where = {c: header.index(c) for c in COLUMNS}
+    where = {c: header.index(c) for c in COLUMNS + OPTIONAL if c in header}
     rows, errors, total = [], [], 0
     for number, record in enumerate(reader, start=2):
         if not any(cell.strip() for cell in record):
@@ -59,7 +63,9 @@ def parse(text: str) -> tuple[list[Row], list[FieldError], int]:
         total += 1
         if total > MAX_ROWS:
             raise ApiError(413, "too-many-rows", f"at most {MAX_ROWS} rows per import")
-        cells = {c: (record[i].strip() if i < len(record) else "") for c, i in where.items()}
+        cells = {c: "" for c in OPTIONAL}
+        cells.update({c: (record[i].strip() if i < len(record) else "")
+                      for c, i in where.items()})
         # A password keeps its blanks: it is the phone's to send.
         cells["password"] = record[where["password"]] if where["password"] < len(record) else ""
         found = _check(number, cells)
@@ -68,7 +74,7 @@ def parse(text: str) -> tuple[list[Row], list[FieldError], int]:
             continue
         rows.append(Row(number, normalize(cells["mac"]), cells["vendor"], cells["model"],
                         int(cells["line"]), cells["username"], cells["domain"],
-                        cells["password"], cells["display_name"]))
+                        cells["password"], cells["display_name"], cells["serial_number"]))
     return rows, errors, total
 
 
@@ -87,6 +93,8 @@ def _check(number: int, cells: dict[str, str]) -> list[FieldError]:
     for name in ("username", "domain"):
         if _FORBIDDEN_IN_NAMES & set(cells[name]):
             errors.append(FieldError(name, "no @ or blank", number))
+    if cells["serial_number"] and not SERIAL.fullmatch(cells["serial_number"]):
+        errors.append(FieldError("serial_number", "1 to 64 letters and digits", number))
     if not (cells["line"].isdigit() and 1 <= int(cells["line"]) <= MAX_LINES):
         errors.append(FieldError("line", f"a number from 1 to {MAX_LINES}", number))
     return errors
@@ -97,6 +105,7 @@ def _consistent(rows: list[Row], vendors: set[str], devices: set[str],
     """Faults between rows and against the database."""
     errors = []
     first: dict[str, Row] = {}
+    serials: dict[str, str] = {}
     lines: set[tuple[str, int]] = set()
     passwords: dict[tuple[str, str], str] = {}
     # A new account's password may be on any one of its rows.
@@ -111,6 +120,9 @@ def _consistent(rows: list[Row], vendors: set[str], devices: set[str],
         seen = first.setdefault(row.mac, row)
         if (seen.vendor, seen.model) != (row.vendor, row.model):
             fault("model", f"row {seen.number} gives device {row.mac} another vendor or model")
+        serial = serials.setdefault(row.mac, row.serial_number) if row.serial_number else ""
+        if serial != row.serial_number:
+            fault("serial_number", f"another row gives device {row.mac} another serial number")
         if (row.mac, row.line) in lines:
             fault("line", f"line {row.line} of {row.mac} is given twice")
         lines.add((row.mac, row.line))
@@ -150,8 +162,10 @@ _WRITE = (
                                              WHERE s.username = r.username
                                                AND s.domain = r.domain)
         ORDER BY username, domain""",
-    """INSERT INTO autoprov.device (mac, vendor, model)
-       SELECT DISTINCT ON (mac) mac, vendor, model FROM import_row ORDER BY mac, number""",
+    """INSERT INTO autoprov.device (mac, vendor, model, serial_number)
+       SELECT DISTINCT ON (mac) mac, vendor, model,
+              (SELECT max(NULLIF(x.serial_number, '')) FROM import_row x WHERE x.mac = r.mac)
+         FROM import_row r ORDER BY mac, number""",
     """INSERT INTO autoprov.device_line (device_id, line_no, subscriber_id, display_name)
        SELECT d.id, r.line_no, s.id, r.display_name FROM import_row r
          JOIN autoprov.device d ON d.mac = r.mac
@@ -162,11 +176,11 @@ _WRITE = (
 def _write(conn: Conn, rows: list[Row]) -> dict[str, int]:
     conn.execute("CREATE TEMPORARY TABLE import_row (number integer, mac text, vendor text,"
                  " model text, line_no integer, username text, domain text, password text,"
-                 " display_name text) ON COMMIT DROP")
+                 " display_name text, serial_number text) ON COMMIT DROP")
     with conn.cursor().copy("COPY import_row FROM STDIN") as copy:
         for r in rows:
             copy.write_row((r.number, r.mac, r.vendor, r.model, r.line, r.username, r.domain,
-                            r.password, r.display_name))
+                            r.password, r.display_name, r.serial_number))
     counts = [conn.execute(sql).rowcount for sql in _WRITE]
     return {"subscribers_created": counts[0], "devices_created": counts[1],
             "lines_created": counts[2]}

@@ -187,7 +187,8 @@ PATHS: dict[str, S] = {
             **_INVALID, **_WRITE}, "DeviceCreate")},
     "/devices/import": {
         "post": _op("create devices, lines and missing subscribers from CSV: "
-                    "mac,vendor,model,line,username,domain,password,display_name; "
+                    "mac,vendor,model,line,username,domain,password,display_name"
+                    "[,serial_number]; "
                     "all rows or none", {
                         "200": _json("dry run: what the import would do, per-row faults",
                                      "ImportReport"),
