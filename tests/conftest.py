@@ -91,6 +91,21 @@ def make_settings(var_dir: Path, **overrides: Any) -> Settings:
     return settings
 
 
+@contextlib.contextmanager
+def own_database(pg_cluster: Cluster, prefix: str) -> Iterator[str]:
+    """A database of a test's own (no other test's jobs or workers in it); yields its URL and
+    drops it after."""
+    name = prefix + secrets.token_hex(4)
+    admin = pg_cluster.url()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def settings(pg_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     s = make_settings(tmp_path_factory.mktemp("var"), db_url=pg_cluster.url(),

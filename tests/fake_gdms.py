@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 import secrets
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.fake_vendor import Tls, _TlsServer
+from tests.fake_vendor import Tls, serving
 
 API = "/oapi/v1.0.0/"
 SIGNATURE_ERROR = 40002  # this fake's code: GDMS's own is not public
@@ -245,16 +244,6 @@ def _handler(fake: FakeGdms) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def running(tls: Tls, **kwargs: Any) -> Iterator[FakeGdms]:
     fake = FakeGdms(tls, **kwargs)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tls.cert_file, tls.key_file)
-    server = _TlsServer(("127.0.0.1", 0), _handler(fake), context)
-    fake.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-gdms",
-                              daemon=True)
-    thread.start()
-    try:
+    with serving(tls, _handler(fake), "fake-gdms") as port:
+        fake.port = port
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -340,21 +340,28 @@ class _TlsServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def running(tls: Tls, **kwargs: Any) -> Iterator[FakeVendor]:
-    fake = FakeVendor(tls, **kwargs)
+def serving(tls: Tls, handler: type[BaseHTTPRequestHandler], name: str) -> Iterator[int]:
+    """An HTTPS server on 127.0.0.1 with the fake CA's certificate; yields its port."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tls.cert_file, tls.key_file)
-    server = _TlsServer(("127.0.0.1", 0), _handler(fake), context)
-    fake.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-vendor",
+    server = _TlsServer(("127.0.0.1", 0), handler, context)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name,
                               daemon=True)
     thread.start()
     try:
-        yield fake
+        yield int(server.server_address[1])
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextmanager
+def running(tls: Tls, **kwargs: Any) -> Iterator[FakeVendor]:
+    fake = FakeVendor(tls, **kwargs)
+    with serving(tls, _handler(fake), "fake-vendor") as port:
+        fake.port = port
+        yield fake
 
 
 def closed_port() -> int:

@@ -24,7 +24,7 @@ from autoprov.config import Settings
 from autoprov.pgcluster import Cluster
 from autoprov.redirect import worker
 from tests import fake_vendor
-from tests.conftest import VENV_BIN, autoprov_cli, make_settings, start_provisioning
+from tests.conftest import VENV_BIN, autoprov_cli, make_settings, own_database, start_provisioning
 from tests.fake_vendor import FakeVendor
 
 Conn = psycopg.Connection[Any]
@@ -41,24 +41,19 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeVendor]:
 def settings(pg_cluster: Cluster, fake: FakeVendor,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A database of our own: no other test's jobs, and no other test's workers."""
-    name = "redirect_" + secrets.token_hex(4)
-    admin = pg_cluster.url()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    s = make_settings(
-        tmp_path_factory.mktemp("redirect-var"), db_url=admin.rsplit("/", 1)[0] + "/" + name,
-        yealink_rps_url=fake.yealink_url, yealink_rps_user=fake.user,
-        yealink_rps_password=fake.password, panasonic_rcs_url=fake.panasonic_url,
-        panasonic_rcs_user=fake.user, panasonic_rcs_password=fake.password,
-        redirect_ca_bundle=str(fake.tls.ca_file), redirect_timeout_ms=500,
-        redirect_retry_initial_ms=100, redirect_retry_max_ms=400,
-        # Long: a test passing quickly shows the NOTIFY woke the worker, not the poll.
-        redirect_poll_ms=60000,
-    )
-    db.migrate(s)
-    yield s
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with own_database(pg_cluster, "redirect_") as url:
+        s = make_settings(
+            tmp_path_factory.mktemp("redirect-var"), db_url=url,
+            yealink_rps_url=fake.yealink_url, yealink_rps_user=fake.user,
+            yealink_rps_password=fake.password, panasonic_rcs_url=fake.panasonic_url,
+            panasonic_rcs_user=fake.user, panasonic_rcs_password=fake.password,
+            redirect_ca_bundle=str(fake.tls.ca_file), redirect_timeout_ms=500,
+            redirect_retry_initial_ms=100, redirect_retry_max_ms=400,
+            # Long: a test passing quickly shows the NOTIFY woke the worker, not the poll.
+            redirect_poll_ms=60000,
+        )
+        db.migrate(s)
+        yield s
 
 
 @pytest.fixture(autouse=True)
@@ -186,12 +181,8 @@ def test_a_vendor_without_redirect_service_gets_no_job(settings: Settings, conn:
 def test_devices_made_before_the_upgrade_are_queued_by_it(
     pg_cluster: Cluster, tmp_path: Path,
 ) -> None:
-    name = "redirect_upgrade_" + secrets.token_hex(4)
-    admin = pg_cluster.url()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        s = make_settings(tmp_path, db_url=admin.rsplit("/", 1)[0] + "/" + name)
+    with own_database(pg_cluster, "redirect_upgrade_") as url:
+        s = make_settings(tmp_path, db_url=url)
         before = tmp_path / "sql"
         before.mkdir()
         shutil.copy(db.SQL_DIR / "001_devices.sql", before)
@@ -206,9 +197,6 @@ def test_devices_made_before_the_upgrade_are_queued_by_it(
 
             rows = conn.execute("SELECT mac, status FROM autoprov.device_redirect").fetchall()
         assert rows == [(mac, "pending")]
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_mac_change_deregisters_the_old_mac_and_registers_the_new(

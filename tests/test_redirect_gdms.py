@@ -17,7 +17,7 @@ from autoprov.pgcluster import Cluster
 from autoprov.redirect import grandstream, registry, worker
 from autoprov.redirect.base import Outcome
 from tests import fake_gdms, fake_vendor
-from tests.conftest import autoprov_cli, make_settings
+from tests.conftest import autoprov_cli, make_settings, own_database
 from tests.fake_gdms import FakeGdms
 
 Conn = psycopg.Connection[Any]
@@ -187,18 +187,12 @@ def test_a_site_is_required(gdms: FakeGdms) -> None:
 def settings(pg_cluster: Cluster, gdms: FakeGdms,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A database of our own: no other test's redirect jobs."""
-    name = "gdms_" + secrets.token_hex(4)
-    admin = pg_cluster.url()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    s = make_settings(tmp_path_factory.mktemp("gdms-var"),
-                      db_url=admin.rsplit("/", 1)[0] + "/" + name,
-                      **{k: v for k, v in vars(gdms_settings(gdms)).items()
-                         if k.startswith(("gdms_", "redirect_"))})
-    db.migrate(s)
-    yield s
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with own_database(pg_cluster, "gdms_") as url:
+        s = make_settings(tmp_path_factory.mktemp("gdms-var"), db_url=url,
+                          **{k: v for k, v in vars(gdms_settings(gdms)).items()
+                             if k.startswith(("gdms_", "redirect_"))})
+        db.migrate(s)
+        yield s
 
 
 def redirect(settings: Settings, mac: str) -> dict[str, Any]:
