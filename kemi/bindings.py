@@ -190,9 +190,12 @@ def _write_refreshed() -> None:
     if KSR.htable.sht_iterator_start("rf", REFRESHED_TABLE) < 0:
         return
     noted: dict[str, str] = {}
-    while KSR.htable.sht_iterator_next("rf") > 0:
+    # sht_iterator_rm moves on to the next item itself (> 0 while there is one): a
+    # sht_iterator_next after it would skip that binding until the next round.
+    more = KSR.htable.sht_iterator_next("rf") > 0
+    while more:
         noted[str(KSR.pv.get("$shtitkey(rf)"))] = str(KSR.pv.get("$shtitval(rf)"))
-        KSR.htable.sht_iterator_rm("rf")
+        more = KSR.htable.sht_iterator_rm("rf") > 0
     KSR.htable.sht_iterator_end("rf")
     if not noted:
         return

@@ -56,6 +56,10 @@ class Router:
         extension.on_uac_event()
         return 1
 
+    def ksr_resync_record(self, msg: object, evname: str = "") -> int:
+        extension.record_tick()
+        return 1
+
     def ksr_resync_tick(self, msg: object, evname: str = "") -> int:
         busy = extension.tick()
         credentials.tick()
