@@ -10,8 +10,6 @@ routing, KEMI or native kamailio.cfg, adds four calls to it (docs/embedding.md):
 - tick(): every 20 ms from an rtimer process: dispatches requests SQL made, records outcomes;
   False when there was nothing to do (autoprov's own timer then sleeps until the database
   notifies it, up to IDLE_WAIT_S: wait_idle()).
-- record_tick() (optional): every 20 ms from a second rtimer process: records the outcomes
-  there instead, so a large fan-out's sending does not wait for its recording.
 
 What the calls need in kamailio.cfg (htables, uac's event callback, the rtimer) is listed in
 docs/embedding.md; the database URL and settings come from autoprov's configuration.
@@ -36,10 +34,6 @@ def on_reply() -> None:
 
 def tick() -> bool:
     return resync.tick()
-
-
-def record_tick() -> bool:
-    return resync.record_tick()
 
 
 IDLE_WAIT_S = 0.1

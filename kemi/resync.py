@@ -3,9 +3,8 @@
 Requests and per-contact NOTIFY rows live in Postgres (sql/002_resync.sql); this module only
 dispatches, sends and records, so nothing is kept only in a process's memory for long. The
 phone's 401/407 is answered here (kemi/digest.py), not by the uac module's own retry.
-- tick(): the rtimer process, every 20 ms: dispatches and sends when Postgres NOTIFYs it (or
-  every poll interval), and records queued replies unless record_tick() runs in a process of
-  its own (autoprov's proxy: a fan-out's sending and recording then overlap).
+- tick(): the rtimer process, every 20 ms: records queued replies, and dispatches and sends
+  when Postgres NOTIFYs it (or every poll interval).
 - after_register(): a REGISTER of an AOR with a pending request sends right after the 200 OK.
 - on_uac_event(): a NOTIFY's reply (or timeout), in the worker that got it: a challenge is
   answered at once, and the reply queued for tick() to record in a batch (a fan-out to thousands
@@ -41,9 +40,6 @@ QUEUED_PAYLOAD = "queued"  # sql/014: a dispatch queued NOTIFYs (no new request)
 SENT_TABLE = "resync_sent"  # NOTIFY id -> its notify_send_info row (JSON), while in flight
 STATE_TABLE = "autoprov_state"
 IN_FLIGHT_KEY = "resync_in_flight"  # NOTIFYs sent whose final outcome is not in yet
-EVENTS_KEY = "resync_events_queued"  # 1 once a reply is queued; the recorder clears it first
-RECORDER_KEY = "resync_recorder_at"  # when record_tick() last ran (time.time(), as text)
-RECORDER_STALE_S = 1.0  # a recorder silent for longer: tick() records by itself
 # tm gives up after fr_timer (5 s, kamailio.cfg) without telling any route: an answer without a
 # final reply by then (and a margin) was not answered.
 ANSWER_TIMEOUT_S = 8.0
@@ -206,10 +202,8 @@ def tick() -> bool:
 
 def _tick() -> bool:
     global _last_run, _backlog
-    recorded = 0
-    if not _recorder_running():
-        _sweep_answers()
-        recorded = flush_events()
+    _sweep_answers()
+    recorded = flush_events()
     now = time.monotonic()
     payloads = db.notifications(CHANNEL)
     # New requests (or notifications possibly missed): dispatch them; "queued" only: send.
@@ -264,8 +258,7 @@ def _send_window() -> None:
         taken = int(db.query("SELECT autoprov.dispatch_unchecked(%s)", (DISPATCH_BATCH,))[0][0])
         limit = min(room, CLAIM_BATCH)
         sent = _send_claimed(limit=limit)
-        if not _recorder_running():
-            flush_events()  # the first phones' answers are in while the rest is being sent
+        flush_events()  # the first phones' answers are in while the rest is being sent
         if taken < DISPATCH_BATCH and sent < limit:
             _backlog = False
             return
@@ -278,27 +271,6 @@ def _expire(now: float) -> None:
     _last_expire = now
     db.query("SELECT autoprov.expire_notifies(%s)", (LOST_AFTER,))
     _recount_in_flight()
-
-
-def record_tick() -> bool:
-    """The recorder's tick (its own rtimer process): the queued replies recorded and the
-    answers tm gave up on swept, while tick() goes on sending. Nothing queued and nothing in
-    flight costs two shared-memory reads."""
-    KSR.htable.sht_sets(STATE_TABLE, RECORDER_KEY, f"{time.time():.3f}")
-    # An answer to a challenge still out counts as in flight (its NOTIFY has no final outcome).
-    if not (KSR.htable.sht_get(STATE_TABLE, EVENTS_KEY) or _in_flight() > 0):
-        return False
-    try:
-        _sweep_answers()
-        return flush_events() > 0
-    except psycopg.Error as exc:  # Postgres away: the replies wait in memory
-        _db_unavailable("recorder", exc)
-        return False
-
-
-def _recorder_running() -> bool:
-    seen = KSR.htable.sht_get(STATE_TABLE, RECORDER_KEY)
-    return seen is not None and time.time() - float(str(seen)) < RECORDER_STALE_S
 
 
 def after_register(user: str, domain: str) -> None:
@@ -362,7 +334,6 @@ def _store(nid: int, stage: str, code: int, timed_out: bool, after_challenge: bo
            at: float) -> None:
     KSR.htable.sht_sets(EVENTS_TABLE, f"{nid}.{stage}",
                         f"{code}:{int(timed_out)}:{int(after_challenge)}:{at:.6f}")
-    KSR.htable.sht_seti(STATE_TABLE, EVENTS_KEY, 1)
 
 
 def on_uac_event() -> None:
@@ -449,8 +420,6 @@ def _hold_challenges(events: list[tuple[int, int, bool, bool, bool, float]]
 def flush_events() -> int:
     """Record the queued replies in one round trip (in any order: each carries its stage); how
     many there were."""
-    # Cleared before the walk: a reply queued meanwhile sets it again for the next tick.
-    KSR.htable.sht_seti(STATE_TABLE, EVENTS_KEY, 0)
     if KSR.htable.sht_iterator_start("ev", EVENTS_TABLE) < 0:
         return 0
     events = []

@@ -56,10 +56,6 @@ class Router:
         extension.on_uac_event()
         return 1
 
-    def ksr_resync_record(self, msg: object, evname: str = "") -> int:
-        extension.record_tick()
-        return 1
-
     def ksr_resync_tick(self, msg: object, evname: str = "") -> int:
         busy = extension.tick()
         credentials.tick()
