@@ -29,7 +29,7 @@ import requests
 from autoprov.config import Settings
 from autoprov.mac import colon_form
 from autoprov.redirect.base import Outcome, Result, ServiceSpec
-from autoprov.redirect.transport import CallFailedError
+from autoprov.redirect.transport import CallFailedError, post
 
 API = "/oapi/v1.0.0/"
 LOGIN_PATH = "/oapi/oauth/token"
@@ -159,16 +159,7 @@ class GdmsClient:
         return self._token.value
 
     def _post(self, path: str, **kwargs: Any) -> requests.Response:
-        try:
-            return self._session.post(self.url + path, timeout=self._timeout,
-                                      allow_redirects=False, **kwargs)
-        except requests.Timeout:
-            raise self._failed(Outcome.TEMPORARY,
-                               f"no answer within {self._timeout:g}s") from None
-        except requests.exceptions.SSLError as exc:
-            raise self._failed(Outcome.TEMPORARY, f"TLS: {exc}") from None
-        except requests.RequestException as exc:
-            raise self._failed(Outcome.TEMPORARY, f"cannot reach {self.url}: {exc}") from None
+        return post(self._session, self.url + path, self._timeout, self._failed, **kwargs)
 
     def _status(self, response: requests.Response) -> None:
         status = response.status_code

@@ -41,15 +41,7 @@ class XmlRpcEndpoint:
         """The answer's single value; raises xmlrpc.client.Fault as the vendor sent it, or
         CallFailedError for anything else."""
         body = xmlrpc.client.dumps(params, methodname=method, encoding="utf-8")
-        try:
-            response = self._session.post(self.url, data=body.encode(), timeout=self._timeout,
-                                          allow_redirects=False)
-        except requests.Timeout:
-            raise self._failed(Outcome.TEMPORARY, f"no answer within {self._timeout:g}s") from None
-        except requests.exceptions.SSLError as exc:
-            raise self._failed(Outcome.TEMPORARY, f"TLS: {exc}") from None
-        except requests.RequestException as exc:
-            raise self._failed(Outcome.TEMPORARY, f"cannot reach {self.url}: {exc}") from None
+        response = post(self._session, self.url, self._timeout, self._failed, data=body.encode())
         status = response.status_code
         if status in (401, 403):
             raise self._failed(Outcome.AUTH_FAILED, f"HTTP {status}: credentials refused")
@@ -77,6 +69,20 @@ class XmlRpcEndpoint:
 
     def _failed(self, outcome: Outcome, message: str) -> CallFailedError:
         return CallFailedError(Result(outcome, self.scrub(message)))
+
+
+def post(session: requests.Session, url: str, timeout: float,
+         failed: Callable[[Outcome, str], CallFailedError], **kwargs: Any) -> requests.Response:
+    """POST without following redirects; a vendor out of reach (timeout, TLS, connection) is a
+    temporary failure, raised as ``failed`` makes it (with its secrets scrubbed)."""
+    try:
+        return session.post(url, timeout=timeout, allow_redirects=False, **kwargs)
+    except requests.Timeout:
+        raise failed(Outcome.TEMPORARY, f"no answer within {timeout:g}s") from None
+    except requests.exceptions.SSLError as exc:
+        raise failed(Outcome.TEMPORARY, f"TLS: {exc}") from None
+    except requests.RequestException as exc:
+        raise failed(Outcome.TEMPORARY, f"cannot reach {url}: {exc}") from None
 
 
 def call_pair(endpoint: XmlRpcEndpoint, classify: Callable[[str], Outcome], method: str,
