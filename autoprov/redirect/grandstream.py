@@ -29,7 +29,7 @@ import requests
 from autoprov.config import Settings
 from autoprov.mac import colon_form
 from autoprov.redirect.base import Outcome, Result, ServiceSpec
-from autoprov.redirect.transport import CallFailedError, post
+from autoprov.redirect.transport import CallFailedError, check_status, post
 
 API = "/oapi/v1.0.0/"
 LOGIN_PATH = "/oapi/oauth/token"
@@ -149,7 +149,7 @@ class GdmsClient:
                 if isinstance(answer, dict) else ""
             raise self._failed(Outcome.AUTH_FAILED, f"GDMS login refused: HTTP "
                                f"{response.status_code} {words or response.reason}".strip())
-        self._status(response)
+        check_status(response, self._failed, "access token refused")
         if not isinstance(answer, dict) or not isinstance(answer.get("access_token"), str):
             raise self._failed(Outcome.TEMPORARY, "GDMS login: no access_token in the answer")
         lifetime = answer.get("expires_in")
@@ -161,17 +161,8 @@ class GdmsClient:
     def _post(self, path: str, **kwargs: Any) -> requests.Response:
         return post(self._session, self.url + path, self._timeout, self._failed, **kwargs)
 
-    def _status(self, response: requests.Response) -> None:
-        status = response.status_code
-        if status in (401, 403):
-            raise self._failed(Outcome.AUTH_FAILED, f"HTTP {status}: access token refused")
-        if status >= 500 or status in (408, 429):
-            raise self._failed(Outcome.TEMPORARY, f"HTTP {status} {response.reason}")
-        if status != 200:
-            raise self._failed(Outcome.REJECTED, f"HTTP {status} {response.reason}")
-
     def _data(self, name: str, response: requests.Response) -> Any:
-        self._status(response)
+        check_status(response, self._failed, "access token refused")
         answer = self._json(response)
         if not isinstance(answer, dict) or not isinstance(answer.get("retCode"), int):
             raise self._failed(Outcome.TEMPORARY, f"{name}: malformed answer")

@@ -42,15 +42,7 @@ class XmlRpcEndpoint:
         CallFailedError for anything else."""
         body = xmlrpc.client.dumps(params, methodname=method, encoding="utf-8")
         response = post(self._session, self.url, self._timeout, self._failed, data=body.encode())
-        status = response.status_code
-        if status in (401, 403):
-            raise self._failed(Outcome.AUTH_FAILED, f"HTTP {status}: credentials refused")
-        if status >= 500 or status in (408, 429):
-            raise self._failed(Outcome.TEMPORARY, f"HTTP {status} {response.reason}")
-        if status != 200:
-            where = response.headers.get("Location", "")
-            raise self._failed(Outcome.REJECTED,
-                               f"HTTP {status} {response.reason} {where}".strip())
+        check_status(response, self._failed, "credentials refused")
         try:
             values, _ = xmlrpc.client.loads(response.content, use_builtin_types=True)
         except xmlrpc.client.Fault:
@@ -83,6 +75,20 @@ def post(session: requests.Session, url: str, timeout: float,
         raise failed(Outcome.TEMPORARY, f"TLS: {exc}") from None
     except requests.RequestException as exc:
         raise failed(Outcome.TEMPORARY, f"cannot reach {url}: {exc}") from None
+
+
+def check_status(response: requests.Response,
+                 failed: Callable[[Outcome, str], CallFailedError], refused: str) -> None:
+    """Anything but 200 raised as what it means: 401/403 the vendor refused us (``refused``
+    says what), 5xx, 408 and 429 temporary, the rest (a redirect, a 404) a refusal."""
+    status = response.status_code
+    if status in (401, 403):
+        raise failed(Outcome.AUTH_FAILED, f"HTTP {status}: {refused}")
+    if status >= 500 or status in (408, 429):
+        raise failed(Outcome.TEMPORARY, f"HTTP {status} {response.reason}")
+    if status != 200:
+        where = response.headers.get("Location", "")
+        raise failed(Outcome.REJECTED, f"HTTP {status} {response.reason} {where}".strip())
 
 
 def call_pair(endpoint: XmlRpcEndpoint, classify: Callable[[str], Outcome], method: str,
