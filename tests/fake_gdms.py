@@ -32,7 +32,7 @@ from tests.fake_vendor import Tls, serving
 API = "/oapi/v1.0.0/"
 SIGNATURE_ERROR = 40002  # this fake's code: GDMS's own is not public
 FOREIGN_ERROR = "30011"  # this fake's code for a device another account holds
-FAILURES = ("http500", "slow", "revoke")
+FAILURES = ("http500", "malformed", "slow", "revoke")
 
 
 def _sha(data: str | bytes) -> str:
@@ -129,6 +129,9 @@ class FakeGdms:
         if failure == "http500":
             self.calls.append(Call(name, "", "http500"))
             return 500, {"error": "Internal Server Error"}
+        if failure == "malformed":  # a proxy's error page, or an answer cut short
+            self.calls.append(Call(name, "", "malformed"))
+            return 200, {"retCode": "0"}
         if failure == "slow":
             time.sleep(self.slow_seconds)
         token = query.get("access_token", "")

@@ -163,12 +163,16 @@ def test_outage_and_slowness_are_temporary(gdms: FakeGdms) -> None:
 
     gdms.fail_next("http500")
     down = service.register(mac, serial)
+    gdms.fail_next("malformed")
+    garbled = service.register(mac, serial)
     gdms.fail_next("slow")
     slow = service.register(mac, serial)
     unreachable = adapter(gdms_settings(gdms, gdms_url="https://localhost:"
                                         f"{fake_vendor.closed_port()}")).check(mac)
 
     assert down.outcome is Outcome.TEMPORARY and "500" in down.message
+    assert garbled.outcome is Outcome.TEMPORARY and "malformed answer" in garbled.message
+    assert mac not in gdms.devices
     assert slow.outcome is Outcome.TEMPORARY and "no answer within" in slow.message
     assert unreachable.outcome is Outcome.TEMPORARY
     assert service.register(mac, serial).outcome is Outcome.REGISTERED
