@@ -9,6 +9,9 @@ sipp client directly (no proxy, no database), i.e. how fast the phone side alone
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,7 @@ import psycopg
 
 from bench import sipp_load
 from bench.report import Section, Verdict
-from bench.world import World, cpu_seconds, postgres_cpu_seconds, world
+from bench.world import PGSS, World, cpu_seconds, postgres_cpu_seconds, world
 from tests.ports import free_port
 
 FIRST_TARGET_MS = 50.0
@@ -69,16 +72,34 @@ class Outcome:
     answered: int
     kamailio_cpu: float  # CPU seconds from the statement until every outcome was recorded
     postgres_cpu: float
+    phones_cpu: float  # the answering sipp's
+
+
+@dataclass(frozen=True)
+class Baseline:
+    seconds: float
+    client_cpu: float  # the sipp client sending the NOTIFYs (autoprov's part)
+    phones_cpu: float  # the answering sipp's
+
+
+# Nothing left to send or to hear from: read from the partial indexes of what is in flight (not
+# a count of the fleet's rows, ~10 ms each, which loaded the database the fan-out works on).
+SETTLED = """
+SELECT NOT EXISTS (SELECT 1 FROM autoprov.resync_notify WHERE state = 'sent')
+   AND NOT EXISTS (SELECT 1 FROM autoprov.resync_notify WHERE state = 'queued')
+   AND NOT EXISTS (SELECT 1 FROM autoprov.resync_request WHERE state = 'pending' AND NOT checked)
+"""
 
 
 def _wait_all(conn: psycopg.Connection[Any], expected: int, deadline: float) -> None:
     while time.monotonic() < deadline:
-        row = conn.execute("SELECT count(*) FROM autoprov.resync_notify WHERE state = ANY(%s)",
-                           (list(FINAL),)).fetchone()
-        if row and row[0] >= expected:
-            return
-        # Not more often: counting a fleet's rows loads the database the fan-out works on (the
-        # end is taken from max(answered_at), not from when this noticed it).
+        settled = conn.execute(SETTLED).fetchone()
+        if settled and settled[0]:
+            row = conn.execute("SELECT count(*) FROM autoprov.resync_notify"
+                               " WHERE state = ANY(%s)", (list(FINAL),)).fetchone()
+            if row and row[0] >= expected:
+                return
+        # The end is taken from max(answered_at), not from when this noticed it.
         time.sleep(0.25)
 
 
@@ -130,12 +151,29 @@ def _count(conn: psycopg.Connection[Any], sql: str) -> int:
 def _resync_all(w: World, conn: psycopg.Connection[Any], pgid: int,
                 answerer: sipp_load.Answerer, sizes: Sizes) -> Outcome:
     kamailio_before, postgres_before = cpu_seconds(pgid), postgres_cpu_seconds(w.cluster)
+    phones_before = answerer.cpu()
+    if PGSS:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute("SELECT pg_stat_statements_reset()")
+    # Profiling: BENCH_PERF=FILE records every process's stacks over the fan-out (perf report -i).
+    perf = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "499", "-o",
+                             os.environ["BENCH_PERF"]], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL) if os.environ.get("BENCH_PERF") else None
     begin = time.time()
     conn.execute(RESYNC_ALL)
     committed = time.time()
     _wait_all(conn, sizes.phones, time.monotonic() + sizes.timeout)
     kamailio_cpu = cpu_seconds(pgid) - kamailio_before
     postgres_cpu = postgres_cpu_seconds(w.cluster) - postgres_before
+    phones_cpu = answerer.cpu() - phones_before
+    if perf is not None:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=60)
+    if PGSS:
+        for calls, total, rows, query in conn.execute(
+                "SELECT calls, total_exec_time, rows, left(regexp_replace(query, '\\s+', ' ',"
+                " 'g'), 150) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25"):
+            print(f"pgss {total:9.1f} ms {calls:7d} calls {rows:8d} rows  {query}")
     row = conn.execute(
         "SELECT extract(epoch FROM min(sent_at)), extract(epoch FROM max(answered_at))"
         "  FROM autoprov.resync_notify").fetchone()
@@ -152,28 +190,32 @@ def _resync_all(w: World, conn: psycopg.Connection[Any], pgid: int,
         all_done_s=(last_answer - committed) if last_answer and answered >= sizes.phones
         else None,
         states=states, answered=answered, kamailio_cpu=kamailio_cpu,
-        postgres_cpu=postgres_cpu)
+        postgres_cpu=postgres_cpu, phones_cpu=phones_cpu)
 
 
-def _baseline(phones: sipp_load.Phones, work: Path, sizes: Sizes) -> float | None:
-    """Seconds for a sipp client to run the same NOTIFY dialogs straight against the answerer."""
+def _baseline(phones: sipp_load.Phones, work: Path, sizes: Sizes) -> Baseline | None:
+    """How long a sipp client takes to run the same NOTIFY dialogs straight against the
+    answerer, and the CPU either side used."""
     port = free_port()
     answerer = sipp_load.Answerer(phones, port, phones.count, work / "uas", timeout=120,
                                   scenario="notify-uas-samecall")
     try:
         time.sleep(0.3)
+        phones_before = answerer.cpu()
         run = sipp_load.notify_load(("127.0.0.1", port), phones, phones.count, work / "uac",
                                     rate=BASELINE_RATE, limit=BASELINE_LIMIT)
+        phones_cpu = answerer.cpu() - phones_before
     finally:
         answerer.stop()
-    return run.elapsed if run.ok else None
+    return Baseline(run.elapsed, run.client_cpu, phones_cpu) if run.ok else None
 
 
 def _ms(value: float | None) -> str:
     return f"{value:.0f} ms" if value is not None else "never"
 
 
-def _describe(section: Section, sizes: Sizes, o: Outcome, baseline: float | None) -> None:
+def _describe(section: Section, sizes: Sizes, o: Outcome, base: Baseline | None) -> None:
+    baseline = base.seconds if base is not None else None
     first = o.first_wire_ms if o.first_wire_ms is not None else o.first_db_ms
     section.verdicts.append(Verdict(
         f"resync of {sizes.phones}: first NOTIFY within {FIRST_TARGET_MS:.0f} ms",
@@ -197,11 +239,13 @@ def _describe(section: Section, sizes: Sizes, o: Outcome, baseline: float | None
         ["commit → first NOTIFY claimed for sending (`sent_at`)", _ms(o.first_db_ms)],
         ["commit → every outcome recorded",
          f"{o.all_done_s:.2f} s" if o.all_done_s is not None else "not all"],
-        ["CPU used meanwhile: Kamailio / PostgreSQL",
-         f"{o.kamailio_cpu:.2f} s / {o.postgres_cpu:.2f} s"],
+        ["CPU used meanwhile: Kamailio / PostgreSQL / the phones (answering sipp)",
+         f"{o.kamailio_cpu:.2f} s / {o.postgres_cpu:.2f} s / {o.phones_cpu:.2f} s"],
         ["outcomes", ", ".join(f"{s}: {n}" for s, n in o.states.items()) or "none"],
         ["baseline: the same dialogs, sipp client straight to the phones (no proxy)",
          f"{baseline:.2f} s" if baseline is not None else "failed"],
+        ["baseline's CPU: the sipp client (autoprov's part) / the phones",
+         f"{base.client_cpu:.2f} s / {base.phones_cpu:.2f} s" if base is not None else "-"],
     ]
     ratio = baseline / o.all_done_s if o.all_done_s and baseline else None
     section.verdicts.append(Verdict(

@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 
+from bench.world import process_cpu_seconds
 from tests.ports import free_port
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -214,6 +215,10 @@ class Answerer:
 
     def counts(self) -> tuple[int, int]:
         return _stat_counts(self.work / "stat.csv")
+
+    def cpu(self) -> float:
+        """CPU seconds the answering sipp (all the phones) has used so far."""
+        return process_cpu_seconds(self.proc.pid)
 
     def first_request_at(self) -> float | None:
         """Wall-clock time of the first NOTIFY received, from the message trace."""

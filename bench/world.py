@@ -91,6 +91,9 @@ class World:
             self.running.remove(running)
 
 
+PGSS = bool(os.environ.get("BENCH_PGSS"))
+
+
 @contextmanager
 def world(name: str) -> Iterator[World]:
     base = world_readable_tmpdir(f"autoprov-bench-{name}-")
@@ -98,6 +101,10 @@ def world(name: str) -> Iterator[World]:
     w = World(base, cluster)
     try:
         cluster.init()
+        if PGSS:  # profiling: where PostgreSQL's time goes, per statement
+            with (cluster.data / "postgresql.auto.conf").open("a") as conf:
+                conf.write("shared_preload_libraries = 'pg_stat_statements'\n"
+                           "pg_stat_statements.track = all\n")
         cluster.start()
         db.migrate(w.settings())
         yield w

@@ -2,7 +2,6 @@
 reaches each call of kemi/extension.py with python_exec (docs/embedding.md):
 
     python_exec("after_register");   # after save("location") answered 200
-    python_exec("uac_event");        # in event_route[uac:reply]
     python_exec("reply");            # in the core reply_route
     python_exec("tick");             # in the route an rtimer runs every 20 ms
 """
@@ -22,10 +21,6 @@ class Embedded:
         user, domain = KSR.pv.get("$tU"), KSR.pv.get("$td")
         if user and domain:
             extension.after_register(str(user), str(domain))
-        return 1
-
-    def uac_event(self, msg: object) -> int:
-        extension.on_uac_event()
         return 1
 
     def reply(self, msg: object) -> int:

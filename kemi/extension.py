@@ -1,17 +1,16 @@
 """autoprov's resync as an extension of an operator's own Kamailio script.
 
 autoprov's own proxy (kemi/router.py) uses these same calls. An operator who keeps his own
-routing, KEMI or native kamailio.cfg, adds four calls to it (docs/embedding.md):
+routing, KEMI or native kamailio.cfg, adds three calls to it (docs/embedding.md):
 
 - after_register(user, domain): after his registrar saved a binding and answered 200;
   a device of that line with a pending resync gets its check-sync at once.
-- on_uac_event(): in the uac module's event callback (a NOTIFY's reply or timeout).
-- on_reply(): in the core reply route (the reply to a NOTIFY answering a phone's challenge).
+- on_reply(): in the core reply route (every reply to a NOTIFY; a challenge is answered).
 - tick(): every 20 ms from an rtimer process: dispatches requests SQL made, records outcomes;
   False when there was nothing to do (autoprov's own timer then sleeps until the database
   notifies it, up to IDLE_WAIT_S: wait_idle()).
 
-What the calls need in kamailio.cfg (htables, uac's event callback, the rtimer) is listed in
+What the calls need in kamailio.cfg (htables, the rtimer) is listed in
 docs/embedding.md; the database URL and settings come from autoprov's configuration.
 """
 
@@ -22,10 +21,6 @@ from kemi import db, resync
 
 def after_register(user: str, domain: str) -> None:
     resync.after_register(user, domain)
-
-
-def on_uac_event() -> None:
-    resync.on_uac_event()
 
 
 def on_reply() -> None:

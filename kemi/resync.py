@@ -2,19 +2,19 @@
 
 Requests and per-contact NOTIFY rows live in Postgres (sql/002_resync.sql); this module only
 dispatches, sends and records, so nothing is kept only in a process's memory for long. The
-phone's 401/407 is answered here (kemi/digest.py), not by the uac module's own retry.
+phone's 401/407 is answered here (kemi/digest.py).
 - tick(): the rtimer process, every 20 ms: records queued replies, and dispatches and sends
-  when Postgres NOTIFYs it (or every poll interval).
+  when Postgres NOTIFYs it (or every poll interval); NOTIFYs nobody answered are swept.
 - after_register(): a REGISTER of an AOR with a pending request sends right after the 200 OK.
-- on_uac_event(): a NOTIFY's reply (or timeout), in the worker that got it: a challenge is
-  answered at once, and the reply queued for tick() to record in a batch (a fan-out to thousands
-  of phones must not cost each worker a database write per reply).
-- on_reply(): the reply to such an answer (Kamailio's core reply route).
+- on_reply(): every reply to a NOTIFY (Kamailio's core reply route, in the worker that got it):
+  a challenge is answered at once, a final reply queued for tick() to record in a batch (a
+  fan-out to thousands of phones must not cost each worker a database write per reply).
 
-A challenge is answered as RFC 3261 (8.1.3.5, 22.2) says: the same Call-ID, From tag and To, the
-CSeq one higher. The uac module cannot do that in 5.6 (it sets no From tag or CSeq), so the answer
-is sent with tm's t_uac_send, whose headers set them; its replies come to the core reply route,
-possibly in another worker, so what it waits for is kept in shared memory (`resync_answers`).
+Every NOTIFY is sent with tm's t_uac_send, whose headers set From (with its tag), To, Call-ID and
+CSeq: a challenge is answered as RFC 3261 (8.1.3.5, 22.2) says, in the same Call-ID, From tag and
+To, the CSeq one higher. (The uac module cannot: in 5.6 it sets no From tag or CSeq, and copies
+a 32 KB buffer per request.) A reply may reach any worker, so each NOTIFY's dialog is kept in
+shared memory (`resync_dialogs`) until its final reply or the sweep.
 """
 
 from __future__ import annotations
@@ -33,21 +33,21 @@ from kemi.sip import pv
 CHANNEL = "autoprov_resync"
 PENDING_TABLE = "resync_pending"  # AORs whose next REGISTER triggers a NOTIFY
 EVENTS_TABLE = "resync_events"  # replies to record: "nid.stage" -> "code:timed_out:after:time"
-# Call-ID of a NOTIFY that answers a challenge -> "nid|CSeq|stale answers left|sent at".
-ANSWERS_TABLE = "resync_answers"
+# Call-ID of a NOTIFY in flight -> "nid|CSeq|stale answers left|sent at|challenged|row", the row
+# (notify_send_info, JSON) holding what answering a challenge needs, the line's password too
+# (memory only, never on disk).
+DIALOGS_TABLE = "resync_dialogs"
 CALLID_PREFIX = "resync-"
 QUEUED_PAYLOAD = "queued"  # sql/014: a dispatch queued NOTIFYs (no new request)
-SENT_TABLE = "resync_sent"  # NOTIFY id -> its notify_send_info row (JSON), while in flight
 STATE_TABLE = "autoprov_state"
 IN_FLIGHT_KEY = "resync_in_flight"  # NOTIFYs sent whose final outcome is not in yet
-# tm gives up after fr_timer (5 s, kamailio.cfg) without telling any route: an answer without a
+# tm gives up after fr_timer (5 s, kamailio.cfg) without telling any route: a NOTIFY without a
 # final reply by then (and a margin) was not answered.
-ANSWER_TIMEOUT_S = 8.0
+ANSWER_TIMEOUT_S = 6.0
 SWEEP_EVERY_S = 1.0
 CHALLENGE_HOLD_S = 1.0  # see _hold_challenges
 STALE_ANSWERS = 1  # a stale=true challenge of our answer is answered once more
 CLAIM_BATCH = 500
-DISPATCH_BATCH = 500
 FIRST_BATCH = 50  # small, so the first phones hear from us at once
 LOST_AFTER = "40 seconds"  # a NOTIFY without an answer by then is recorded as no answer
 
@@ -56,17 +56,20 @@ _EVENT_OVERRIDES = dict(
     entry.split("=", 1) for entry in _settings.notify_event_overrides if "=" in entry
 )
 _SERVER_ID = _settings.sip_server_id
+_DEBUG = _settings.sip_debug >= 3  # per-NOTIFY lines: not even formatted otherwise
 _POLL_SECONDS = _settings.resync_poll_ms / 1000
 
 _last_run = 0.0
 _last_sweep = 0.0
 _last_expire = 0.0
 _backlog = False  # NOTIFYs queued beyond the window: the next tick goes on without being woken
-# A NOTIFY in flight holds ~45 KB of Kamailio's shared memory (uac's copy of the request and its
-# transaction): at most a third of sip_shm_mb goes to them; the rest wait queued in Postgres.
-# Completed transactions stay in memory a few seconds more (tm's wait timer): a send that fails
-# for memory halves the window (_not_sent), which then grows back by a tenth per tick.
-MAX_IN_FLIGHT = max(100, _settings.sip_shm_mb * 1024 // 3 // 45)
+# A NOTIFY in flight holds a few KB of Kamailio's shared memory (its transaction, its dialog
+# here), and tm keeps a completed one a few seconds more (its wait timer): 16 KB each, at most a
+# third of sip_shm_mb; the rest wait in Postgres. A send that fails for memory halves the window
+# (_not_sent), which then grows back by a tenth per tick.
+# Memory aside, more in flight gains nothing: the phones' answers come back in a burst that
+# overflows socket buffers (on the way or at the proxy), and the NOTIFYs are sent again by tm.
+MAX_IN_FLIGHT = max(100, min(3000, _settings.sip_shm_mb * 1024 // 3 // 16))
 MIN_WINDOW = 50
 _window = MAX_IN_FLIGHT
 _send_failed = False
@@ -104,31 +107,36 @@ def _headers(row: tuple[object, ...]) -> str:
             + _proxy_contact(sock))
 
 
+def _dialog(nid: object, cseq: int, stale_left: int, challenged: bool, row: str) -> str:
+    return f"{nid}|{cseq}|{stale_left}|{time.time():.3f}|{int(challenged)}|{row}"
+
+
+def _send_notify(row: tuple[object, ...] | list[object], callid: str, from_tag: str, cseq: int,
+                 authorization: str = "") -> bool:
+    """The NOTIFY of this notify_send_info row, in dialog (Call-ID, From tag) at CSeq `cseq`."""
+    aor, contact, received, sock = row[1:5]
+    uri = f"sip:{aor}"
+    headers = (f"From: <{uri}>;tag={from_tag}\r\nTo: <{uri}>\r\nCall-ID: {callid}\r\n"
+               f"CSeq: {cseq} NOTIFY\r\n{_headers(tuple(row))}{authorization}")
+    # received: behind NAT, where the REGISTER really came from (the next hop).
+    return KSR.tm.t_uac_send("NOTIFY", str(contact), str(received or ""), str(sock or ""),
+                             headers, "") > 0
+
+
 def send(row: tuple[object, ...]) -> None:
     """Send one check-sync NOTIFY (a row of autoprov.notify_send_info)."""
-    nid, aor, contact, received, sock = row[:5]
-    uri = f"sip:{aor}"
-    KSR.pv.unset("$uac_req(all)")
-    KSR.pv.sets("$uac_req(method)", "NOTIFY")
-    KSR.pv.sets("$uac_req(ruri)", str(contact))
-    if received:  # behind NAT: where the REGISTER really came from
-        KSR.pv.sets("$uac_req(ouri)", str(received))
-    if sock:
-        KSR.pv.sets("$uac_req(sock)", str(sock))
-    KSR.pv.sets("$uac_req(furi)", uri)
-    KSR.pv.sets("$uac_req(turi)", uri)
-    KSR.pv.sets("$uac_req(callid)", f"{CALLID_PREFIX}{nid}-{secrets.token_hex(6)}@autoprov")
-    KSR.pv.sets("$uac_req(hdrs)", _headers(row))
-    KSR.pv.seti("$uac_req(evroute)", 1)  # every reply and timeout comes to ksr_uac_event
-    KSR.pv.sets("$uac_req(evparam)", str(nid))
+    nid = row[0]
+    token = secrets.token_hex(8)
+    callid = f"{CALLID_PREFIX}{nid}-{token[:12]}@autoprov"
     # Before sending: the phone's challenge may reach another worker before this returns.
-    KSR.htable.sht_sets(SENT_TABLE, str(nid), json.dumps(list(row), default=str))
+    KSR.htable.sht_sets(DIALOGS_TABLE, callid,
+                        _dialog(nid, 1, STALE_ANSWERS, False, json.dumps(row, default=str)))
     KSR.htable.sht_inc(STATE_TABLE, IN_FLIGHT_KEY)
-    sent = KSR.uac.uac_req_send()
-    # Per-NOTIFY lines at debug level: a fan-out to thousands of phones is one log line each
-    # otherwise; the outcomes are in autoprov.resync_notify.
-    KSR.dbg(f"autoprov resync notify={nid} aor={aor} contact={contact} sent={sent}\n")
-    if sent < 0:
+    sent = _send_notify(row, callid, token[8:], 1)
+    if _DEBUG:  # a fan-out to thousands of phones is one line each; outcomes are in the database
+        KSR.dbg(f"autoprov resync notify={nid} aor={row[1]} contact={row[2]} sent={sent}\n")
+    if not sent:
+        KSR.htable.sht_rm(DIALOGS_TABLE, callid)
         _not_sent(str(nid))
 
 
@@ -136,7 +144,6 @@ def _not_sent(nid: str) -> None:
     """Kamailio could not send it (short of shared memory: too much in flight): back in the
     queue, not recorded as unanswered; the window shrinks, and grows back while sends succeed."""
     global _window, _send_failed
-    KSR.htable.sht_rm(SENT_TABLE, nid)
     KSR.htable.sht_dec(STATE_TABLE, IN_FLIGHT_KEY)
     _window = max(MIN_WINDOW, _window // 2)
     _send_failed = True
@@ -147,23 +154,24 @@ def _not_sent(nid: str) -> None:
         _queue(nid, "final", 0, timed_out=True, after_challenge=False)
 
 
-def _send_answer(row: tuple[object, ...], callid: str, from_tag: str, cseq: int,
-                 authorization: str) -> bool:
-    """The NOTIFY again, in the challenged one's dialog (Call-ID, From tag, To), CSeq + 1."""
-    _nid, aor, contact, received, sock = row[:5]
-    uri = f"sip:{aor}"
-    headers = (f"From: <{uri}>;tag={from_tag}\r\nTo: <{uri}>\r\nCall-ID: {callid}\r\n"
-               f"CSeq: {cseq} NOTIFY\r\n{_headers(row)}{authorization}")
-    return KSR.tm.t_uac_send("NOTIFY", str(contact), str(received or ""), str(sock or ""),
-                             headers, "") > 0
-
-
-def _send_claimed(only_aor: str | None = None, limit: int = CLAIM_BATCH) -> int:
-    rows = db.query("SELECT * FROM autoprov.claim_notifies(%s, %s, %s)",
-                    (_SERVER_ID, limit, only_aor))
+def _send_rows(rows: list[tuple[object, ...]]) -> int:
     for row in rows:
         send(row)
     return len(rows)
+
+
+def _send_claimed(only_aor: str | None = None, limit: int = CLAIM_BATCH) -> int:
+    """Send this proxy's queued NOTIFYs (queued by another proxy's dispatch, a REGISTER, a
+    retry with the previous password, or put back when Kamailio could not send them)."""
+    return _send_rows(db.query("SELECT * FROM autoprov.claim_notifies(%s, %s, %s)",
+                               (_SERVER_ID, limit, only_aor)))
+
+
+def _dispatch_and_send(limit: int) -> int:
+    """Look for the contacts of unchecked requests and send their NOTIFYs, claimed by the same
+    statement (no second write of each row); fewer than `limit` sent: no request left."""
+    return _send_rows(db.query("SELECT * FROM autoprov.dispatch_and_claim(%s, %s)",
+                               (_SERVER_ID, limit)))
 
 
 def _in_flight() -> int:
@@ -202,7 +210,7 @@ def tick() -> bool:
 
 def _tick() -> bool:
     global _last_run, _backlog
-    _sweep_answers()
+    _sweep_dialogs()
     recorded = flush_events()
     now = time.monotonic()
     payloads = db.notifications(CHANNEL)
@@ -214,7 +222,7 @@ def _tick() -> bool:
     _last_run = now
     if new_requests or polled:
         _dispatch_woken()
-    _send_window()
+    _send_window(claim_queued=bool(payloads) or payloads is None or polled)
     _expire(now)
     return True
 
@@ -237,29 +245,35 @@ def _dispatch_woken() -> None:
     and the first batch's requests that found no binding are checked again, since their phone may
     have registered before the mirror told its REGISTER about them."""
     started = db.query("SELECT clock_timestamp()")[0][0]
-    db.query("SELECT autoprov.dispatch_unchecked(%s)", (FIRST_BATCH,))
-    _send_claimed(limit=min(FIRST_BATCH, max(0, _window - _in_flight())))
+    room = _window - _in_flight()
+    if room > 0:
+        _dispatch_and_send(min(FIRST_BATCH, room))
     _refresh_pending()
     db.query(_RECHECK, (started,))
 
 
-def _send_window() -> None:
-    """Dispatch and send in batches while the window of NOTIFYs in flight has room; what does
-    not fit waits queued for the next tick (no longer woken by the database)."""
+def _send_window(claim_queued: bool) -> None:
+    """Send in batches while the window of NOTIFYs in flight has room: NOTIFYs queued for this
+    proxy (when something may have queued some), then new requests' ones; what does not fit
+    waits in Postgres for the next tick (no longer woken by the database)."""
     global _backlog, _window, _send_failed
     if not _send_failed:
         _window = min(MAX_IN_FLIGHT, _window + max(1, _window // 10))
     _send_failed = False
+    claim_queued = claim_queued or _backlog
     while True:
         room = _window - _in_flight()
         if room <= 0 or _send_failed:
             _backlog = True
             return
-        taken = int(db.query("SELECT autoprov.dispatch_unchecked(%s)", (DISPATCH_BATCH,))[0][0])
         limit = min(room, CLAIM_BATCH)
-        sent = _send_claimed(limit=limit)
+        if claim_queued:
+            sent = _send_claimed(limit=limit)
+            claim_queued = sent >= limit
+            limit -= sent
+        dispatched = _dispatch_and_send(limit) if limit > 0 else 0
         flush_events()  # the first phones' answers are in while the rest is being sent
-        if taken < DISPATCH_BATCH and sent < limit:
+        if not claim_queued and dispatched < limit:
             _backlog = False
             return
 
@@ -284,50 +298,34 @@ def after_register(user: str, domain: str) -> None:
         _db_unavailable("REGISTER", exc)
 
 
-def _answer_challenge(nid: int, code: int, stale_left: int) -> bool:
-    """Answer the challenge in this reply with the line's credentials; False if it cannot be
-    answered. The reply is the current message (uac's event route or the core reply route)."""
-    row = _sent_row(nid)
-    if row is None:
-        return False
-    challenge = pv("$hdr(WWW-Authenticate)" if code == 401 else "$hdr(Proxy-Authenticate)")
+def _challenge_header(code: int) -> str:
+    return pv("$hdr(WWW-Authenticate)" if code == 401 else "$hdr(Proxy-Authenticate)")
+
+
+def _answer_challenge(nid: str, code: int, callid: str, cseq: int, stale_left: int,
+                      row_json: str) -> bool:
+    """Answer the challenge in this reply (the current message) with the line's credentials,
+    in the NOTIFY's dialog at CSeq + 1; False if it cannot be answered."""
+    row = json.loads(row_json)
     contact, username, password = str(row[2]), str(row[8]), str(row[9])
     try:
-        value = digest.authorization(challenge, "NOTIFY", contact, username, password)
+        value = digest.authorization(_challenge_header(code), "NOTIFY", contact, username,
+                                     password)
     except digest.UnsupportedChallengeError as exc:
         KSR.warn(f"autoprov resync notify={nid} cannot answer challenge: {exc}\n")
         return False
-    callid, from_tag = pv("$ci"), pv("$ft")
-    cseq = int(pv("$cs") or 0) + 1
     name = "Authorization" if code == 401 else "Proxy-Authorization"
     # Noted before sending: the reply may reach another worker before this one returns.
-    KSR.htable.sht_sets(ANSWERS_TABLE, callid, f"{nid}|{cseq}|{stale_left}|{time.time():.3f}")
-    if _send_answer(row, callid, from_tag, cseq, f"{name}: {value}\r\n"):
-        return True
-    KSR.htable.sht_rm(ANSWERS_TABLE, callid)
-    return False
-
-
-def _sent_row(nid: int) -> tuple[object, ...] | None:
-    """The notify_send_info row NOTIFY `nid` was sent with: from memory (no query per phone in a
-    fan-out), else (sent by a proxy since restarted) from the database."""
-    kept = KSR.htable.sht_get(SENT_TABLE, str(nid))
-    if kept:
-        return tuple(json.loads(str(kept)))
-    try:
-        rows = db.query("SELECT * FROM autoprov.notify_send_info WHERE id = %s", (nid,))
-    except psycopg.Error as exc:
-        _db_unavailable("challenge", exc)
-        return None
-    return rows[0] if rows else None
+    KSR.htable.sht_sets(DIALOGS_TABLE, callid, _dialog(nid, cseq + 1, stale_left, True, row_json))
+    return _send_notify(row, callid, pv("$ft"), cseq + 1, f"{name}: {value}\r\n")
 
 
 def _queue(nid: str, stage: str, code: int, timed_out: bool, after_challenge: bool) -> None:
     if stage == "final":
-        KSR.htable.sht_rm(SENT_TABLE, nid)
         KSR.htable.sht_dec(STATE_TABLE, IN_FLIGHT_KEY)
     _store(int(nid), stage, code, timed_out, after_challenge, time.time())
-    KSR.dbg(f"autoprov resync notify={nid} code={code} {stage}\n")
+    if _DEBUG:
+        KSR.dbg(f"autoprov resync notify={nid} code={code} {stage}\n")
 
 
 def _store(nid: int, stage: str, code: int, timed_out: bool, after_challenge: bool,
@@ -336,67 +334,59 @@ def _store(nid: int, stage: str, code: int, timed_out: bool, after_challenge: bo
                         f"{code}:{int(timed_out)}:{int(after_challenge)}:{at:.6f}")
 
 
-def on_uac_event() -> None:
-    """A reply to (or the timeout of) a first NOTIFY, sent by the uac module."""
-    nid = pv("$uac_req(evparam)")
-    if not nid.isdigit():
-        return  # not one of ours
-    code = int(pv("$uac_req(evcode)") or 0)
-    timed_out = pv("$uac_req(evtype)") == "2"
-    if not timed_out and code in (401, 407) and _answer_challenge(int(nid), code, STALE_ANSWERS):
-        _queue(nid, "challenge", code, timed_out=False, after_challenge=False)
-        return
-    _queue(nid, "final", code, timed_out, after_challenge=False)
-
-
 def on_reply() -> None:
-    """Any reply Kamailio receives (core reply route): those to our answers are recorded here."""
+    """Any reply Kamailio receives (core reply route): those to our NOTIFYs are handled here."""
     callid = pv("$ci")
     if not callid.startswith(CALLID_PREFIX):
         return
-    state = KSR.htable.sht_get(ANSWERS_TABLE, callid)
+    state = KSR.htable.sht_get(DIALOGS_TABLE, callid)
     if state is None:
         return
-    nid, cseq, stale_left, _sent = str(state).split("|")
+    nid, cseq, stale_left, _sent, challenged, row_json = str(state).split("|", 5)
     code = int(pv("$rs") or 0)
     if code < 200 or pv("$cs") != cseq:
-        return  # provisional, or a late reply to the challenged NOTIFY
-    KSR.htable.sht_rm(ANSWERS_TABLE, callid)
-    # A stale nonce (RFC 7616 3.3): our credentials were right, the nonce expired meanwhile.
-    if code in (401, 407) and int(stale_left) > 0 and _stale(code) \
-            and _answer_challenge(int(nid), code, int(stale_left) - 1):
-        return
-    _queue(nid, "final", code, timed_out=False, after_challenge=True)
+        return  # provisional, or a late reply to a NOTIFY since answered with credentials
+    if code in (401, 407):
+        if challenged == "0":
+            if _answer_challenge(nid, code, callid, int(cseq), int(stale_left), row_json):
+                _queue(nid, "challenge", code, timed_out=False, after_challenge=False)
+                return
+        # A stale nonce (RFC 7616 3.3): our credentials were right, the nonce expired meanwhile.
+        elif int(stale_left) > 0 and _stale(code) and _answer_challenge(
+                nid, code, callid, int(cseq), int(stale_left) - 1, row_json):
+            return
+    KSR.htable.sht_rm(DIALOGS_TABLE, callid)
+    _queue(nid, "final", code, timed_out=False, after_challenge=challenged == "1")
 
 
 def _stale(code: int) -> bool:
-    challenge = pv("$hdr(WWW-Authenticate)" if code == 401 else "$hdr(Proxy-Authenticate)")
     try:
-        return digest.parse_challenge(challenge).get("stale", "").lower() == "true"
+        return digest.parse_challenge(_challenge_header(code)).get("stale", "").lower() == "true"
     except digest.UnsupportedChallengeError:
         return False
 
 
-def _sweep_answers() -> None:
-    """In the timer: answers tm gave up on without a final reply are no answer."""
+def _sweep_dialogs() -> None:
+    """In the timer: NOTIFYs tm gave up on without a final reply are no answer (tm tells no
+    route of a locally sent request's timeout)."""
     global _last_sweep
     now = time.time()
     if now - _last_sweep < SWEEP_EVERY_S:
         return
     _last_sweep = now
-    if KSR.htable.sht_iterator_start("an", ANSWERS_TABLE) < 0:
+    if KSR.htable.sht_iterator_start("dl", DIALOGS_TABLE) < 0:
         return
     # sht_iterator_rm moves the iterator on to the next item itself (> 0 while there is one):
     # calling sht_iterator_next after it would skip that item.
-    more = KSR.htable.sht_iterator_next("an") > 0
+    more = KSR.htable.sht_iterator_next("dl") > 0
     while more:
-        nid, _cseq, _stale_left, sent = pv("$shtitval(an)").split("|")
+        nid, _cseq, _stale_left, sent, challenged, _row = pv("$shtitval(dl)").split("|", 5)
         if now - float(sent) >= ANSWER_TIMEOUT_S:
-            more = KSR.htable.sht_iterator_rm("an") > 0
-            _queue(nid, "final", 408, timed_out=True, after_challenge=True)
+            more = KSR.htable.sht_iterator_rm("dl") > 0
+            _queue(nid, "final", 408, timed_out=True, after_challenge=challenged == "1")
         else:
-            more = KSR.htable.sht_iterator_next("an") > 0
-    KSR.htable.sht_iterator_end("an")
+            more = KSR.htable.sht_iterator_next("dl") > 0
+    KSR.htable.sht_iterator_end("dl")
 
 
 def _hold_challenges(events: list[tuple[int, int, bool, bool, bool, float]]

@@ -52,10 +52,6 @@ class Router:
         media.on_failure()
         return 1
 
-    def ksr_uac_event(self, msg: object, evname: str = "") -> int:
-        extension.on_uac_event()
-        return 1
-
     def ksr_resync_tick(self, msg: object, evname: str = "") -> int:
         busy = extension.tick()
         credentials.tick()

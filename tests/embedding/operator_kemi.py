@@ -27,10 +27,6 @@ class Operator:
         autoprov.on_reply()
         return 1
 
-    def ksr_uac_event(self, msg: object, evname: str = "") -> int:
-        autoprov.on_uac_event()
-        return 1
-
     def ksr_autoprov_tick(self, msg: object, evname: str = "") -> int:
         autoprov.tick()
         return 1

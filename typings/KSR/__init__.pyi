@@ -23,7 +23,6 @@ from . import textopsx as textopsx
 from . import tls as tls
 from . import tm as tm
 from . import tmx as tmx
-from . import uac as uac
 from . import xlog as xlog
 def add_local_rport() -> bool: ...
 def add_tcp_alias(p0: int) -> int: ...
