@@ -115,7 +115,7 @@ def run(quick: bool) -> Section:
         # Sized for the fleet: a NOTIFY in flight holds ~45 KB of shared memory and a completed
         # one a few KB for tm's wait timer (5 s); 256 MB sends 50,000 more slowly (kemi/resync.py
         # shrinks its window when sends fail for memory).
-        settings = w.settings(sip_shm_mb=SHM_MB)
+        settings = w.settings(sip_shm_mb=SHM_MB, sip_children=2)
         kamailio = w.kamailio(settings)
         assert kamailio.service.process is not None
         pgid = kamailio.service.process.pid

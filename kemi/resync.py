@@ -45,9 +45,9 @@ IN_FLIGHT_KEY = "resync_in_flight"  # NOTIFYs sent whose final outcome is not in
 # final reply by then (and a margin) was not answered.
 ANSWER_TIMEOUT_S = 6.0
 SWEEP_EVERY_S = 1.0
-CHALLENGE_HOLD_S = 1.0  # see _hold_challenges
+CHALLENGE_HOLD_S = 1.0  # see _sweep_dialogs
 STALE_ANSWERS = 1  # a stale=true challenge of our answer is answered once more
-CLAIM_BATCH = 500
+CLAIM_BATCH = 1000
 FIRST_BATCH = 50  # small, so the first phones hear from us at once
 LOST_AFTER = "40 seconds"  # a NOTIFY without an answer by then is recorded as no answer
 
@@ -107,6 +107,19 @@ def _headers(row: tuple[object, ...]) -> str:
             + _proxy_contact(sock))
 
 
+_random, _used = "", 0
+
+
+def _token() -> str:
+    """16 random hex digits (Call-ID and From tag: unguessable, so nobody off the path forges a
+    phone's reply), from the kernel in 4 KB draws rather than a system call per NOTIFY."""
+    global _random, _used
+    if _used + 16 > len(_random):
+        _random, _used = secrets.token_hex(4096), 0
+    _used += 16
+    return _random[_used - 16:_used]
+
+
 def _dialog(nid: object, cseq: int, stale_left: int, challenged: bool, row: str) -> str:
     return f"{nid}|{cseq}|{stale_left}|{time.time():.3f}|{int(challenged)}|{row}"
 
@@ -126,7 +139,7 @@ def _send_notify(row: tuple[object, ...] | list[object], callid: str, from_tag: 
 def send(row: tuple[object, ...]) -> None:
     """Send one check-sync NOTIFY (a row of autoprov.notify_send_info)."""
     nid = row[0]
-    token = secrets.token_hex(8)
+    token = _token()
     callid = f"{CALLID_PREFIX}{nid}-{token[:12]}@autoprov"
     # Before sending: the phone's challenge may reach another worker before this returns.
     KSR.htable.sht_sets(DIALOGS_TABLE, callid,
@@ -349,8 +362,7 @@ def on_reply() -> None:
     if code in (401, 407):
         if challenged == "0":
             if _answer_challenge(nid, code, callid, int(cseq), int(stale_left), row_json):
-                _queue(nid, "challenge", code, timed_out=False, after_challenge=False)
-                return
+                return  # recorded with the final reply (or by the sweep, if that is slow)
         # A stale nonce (RFC 7616 3.3): our credentials were right, the nonce expired meanwhile.
         elif int(stale_left) > 0 and _stale(code) and _answer_challenge(
                 nid, code, callid, int(cseq), int(stale_left) - 1, row_json):
@@ -368,7 +380,9 @@ def _stale(code: int) -> bool:
 
 def _sweep_dialogs() -> None:
     """In the timer: NOTIFYs tm gave up on without a final reply are no answer (tm tells no
-    route of a locally sent request's timeout)."""
+    route of a locally sent request's timeout). A challenge is recorded with the final reply,
+    which says `challenged` itself; only a phone still silent CHALLENGE_HOLD_S after our answer
+    gets its challenge recorded meanwhile (once, or twice if sweeps drift: it is idempotent)."""
     global _last_sweep
     now = time.time()
     if now - _last_sweep < SWEEP_EVERY_S:
@@ -381,30 +395,15 @@ def _sweep_dialogs() -> None:
     more = KSR.htable.sht_iterator_next("dl") > 0
     while more:
         nid, _cseq, _stale_left, sent, challenged, _row = pv("$shtitval(dl)").split("|", 5)
-        if now - float(sent) >= ANSWER_TIMEOUT_S:
+        age = now - float(sent)
+        if age >= ANSWER_TIMEOUT_S:
             more = KSR.htable.sht_iterator_rm("dl") > 0
             _queue(nid, "final", 408, timed_out=True, after_challenge=challenged == "1")
-        else:
-            more = KSR.htable.sht_iterator_next("dl") > 0
+            continue
+        if challenged == "1" and CHALLENGE_HOLD_S <= age < CHALLENGE_HOLD_S + SWEEP_EVERY_S:
+            _store(int(nid), "challenge", 0, False, False, float(sent))  # (no code recorded)
+        more = KSR.htable.sht_iterator_next("dl") > 0
     KSR.htable.sht_iterator_end("dl")
-
-
-def _hold_challenges(events: list[tuple[int, int, bool, bool, bool, float]]
-                     ) -> list[tuple[int, int, bool, bool, bool, float]]:
-    """A challenge is recorded only if its NOTIFY's final answer is not in within
-    CHALLENGE_HOLD_S: the final one says `challenged` too, so a phone answered in time costs
-    its resync_notify row one update instead of two (a fan-out's PostgreSQL time)."""
-    finals = {e[0] for e in events if not e[3]}
-    now = time.time()
-    kept = []
-    for event in events:
-        if event[3] and event[0] in finals:
-            continue
-        if event[3] and now - event[5] < CHALLENGE_HOLD_S:
-            _store(event[0], "challenge", event[1], event[2], event[4], event[5])
-            continue
-        kept.append(event)
-    return kept
 
 
 def flush_events() -> int:
@@ -423,7 +422,6 @@ def flush_events() -> int:
             events.append((int(nid), int(fields[0]), fields[1] == "1", stage == "challenge",
                            fields[2] == "1", float(fields[3])))
     KSR.htable.sht_iterator_end("ev")
-    events = _hold_challenges(events)
     if not events:
         return 0
     try:

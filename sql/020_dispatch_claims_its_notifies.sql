@@ -119,3 +119,4 @@ CREATE INDEX resync_request_rechecked ON autoprov.resync_request (updated_at)
 -- Every lookup of a request's NOTIFYs uses the unique index (request_id, attempt, ruid,
 -- credential); this one only cost an entry per NOTIFY row.
 DROP INDEX autoprov.resync_notify_request;
+
