@@ -323,7 +323,7 @@ def _answer_challenge(nid: str, code: int, callid: str, cseq: int, stale_left: i
     contact, username, password = str(row[2]), str(row[8]), str(row[9])
     try:
         value = digest.authorization(_challenge_header(code), "NOTIFY", contact, username,
-                                     password)
+                                     password, cnonce=_token())
     except digest.UnsupportedChallengeError as exc:
         KSR.warn(f"autoprov resync notify={nid} cannot answer challenge: {exc}\n")
         return False
