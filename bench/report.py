@@ -111,6 +111,12 @@ def write(path: Path, sections: list[Section], argv: list[str], quick: bool,
         "make bench                         # everything, about 15 minutes; writes BENCHMARKS.md",
         ".venv/bin/python -m bench --quick  # smaller sizes, for development",
         ".venv/bin/python -m bench --only register resync --out /tmp/b.md",
+        "BENCH_PGSS=1 BENCH_PERF=/tmp/perf.data .venv/bin/python -m bench --only resync"
+        " --out /tmp/b.md",
+        "                                   # the fan-out profiled: PostgreSQL's statements"
+        " printed,",
+        "                                   # every process's stacks for `perf report -i"
+        " /tmp/perf.data`",
         "```",
         "",
         "`make bench` installs what it needs first (Debian: wrk, nginx, apache2-utils for `ab`,",
