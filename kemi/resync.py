@@ -47,6 +47,7 @@ ANSWER_TIMEOUT_S = 6.0
 SWEEP_EVERY_S = 1.0
 CHALLENGE_HOLD_S = 1.0  # see _sweep_dialogs
 STALE_ANSWERS = 1  # a stale=true challenge of our answer is answered once more
+SEND_ATTEMPTS = 3  # see _not_sent
 CLAIM_BATCH = 1000
 FIRST_BATCH = 50  # small, so the first phones hear from us at once
 LOST_AFTER = "40 seconds"  # a NOTIFY without an answer by then is recorded as no answer
@@ -74,6 +75,7 @@ MIN_WINDOW = 50
 _window = MAX_IN_FLIGHT
 _send_failed = False
 _pending_aors: set[str] = set()
+_refused: dict[str, int] = {}  # NOTIFY id -> sends Kamailio refused in a row
 _last_db_warning = 0.0
 DB_WARNING_EVERY = 10.0  # seconds: one line per outage period, not one per 20 ms tick
 
@@ -150,21 +152,32 @@ def send(row: tuple[object, ...]) -> None:
         KSR.dbg(f"autoprov resync notify={nid} aor={row[1]} contact={row[2]} sent={sent}\n")
     if not sent:
         KSR.htable.sht_rm(DIALOGS_TABLE, callid)
-        _not_sent(str(nid))
+        _not_sent(str(nid), str(row[4] or ""))
+    elif _refused:
+        _refused.pop(str(nid), None)
 
 
-def _not_sent(nid: str) -> None:
-    """Kamailio could not send it (short of shared memory: too much in flight): back in the
-    queue, not recorded as unanswered; the window shrinks, and grows back while sends succeed."""
+def _not_sent(nid: str, sock: str) -> None:
+    """Kamailio could not send it: short of shared memory (too much in flight), it goes back in
+    the queue, not recorded as unanswered, and the window shrinks (it grows back while sends
+    succeed). Refused SEND_ATTEMPTS times in a row (a binding on a socket this proxy no longer
+    listens on, say), it is no answer: the phone is tried again after its next REGISTER."""
     global _window, _send_failed
     KSR.htable.sht_dec(STATE_TABLE, IN_FLIGHT_KEY)
     _window = max(MIN_WINDOW, _window // 2)
     _send_failed = True
+    tries = _refused.pop(nid, 0) + 1
+    if tries >= SEND_ATTEMPTS:
+        KSR.warn(f"autoprov resync notify={nid} not sent {tries} times (socket {sock}):"
+                 " recorded as no answer\n")
+        _store(int(nid), "final", 0, True, False, time.time())
+        return
+    _refused[nid] = tries
     try:
         db.query("UPDATE autoprov.resync_notify SET state = 'queued', sent_at = NULL"
                  " WHERE id = %s AND state = 'sent'", (int(nid),))
-    except psycopg.Error:  # still 'sent': expire_notifies records it as unanswered
-        _queue(nid, "final", 0, timed_out=True, after_challenge=False)
+    except psycopg.Error:  # still 'sent': recorded as unanswered
+        _store(int(nid), "final", 0, True, False, time.time())
 
 
 def _send_rows(rows: list[tuple[object, ...]]) -> int:

@@ -198,6 +198,34 @@ def test_answer_to_a_challenge_that_gets_no_reply_is_no_answer(
     assert (contact["outcome"], contact["challenged"]) == ("no_answer", True)
 
 
+def _outcome(conn: psycopg.Connection[Any], mac: str, deadline_s: float,
+             wanted: tuple[str, bool]) -> tuple[str, bool] | None:
+    """The latest NOTIFY's (outcome, challenged) once it is `wanted`, or the last seen."""
+    row = None
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        row = conn.execute("SELECT outcome, challenged FROM autoprov.resync_status"
+                           " WHERE mac = autoprov.normalize_mac(%s) AND outcome IS NOT NULL"
+                           " ORDER BY request_id DESC LIMIT 1", (mac,)).fetchone()
+        if row == wanted:
+            break
+        time.sleep(0.1)
+    return None if row is None else (str(row[0]), bool(row[1]))
+
+
+def test_a_challenge_shows_while_our_answer_waits_for_the_phone(
+    registered_device: Callable[..., Device], conn: psycopg.Connection[Any]
+) -> None:
+    """The final reply records a challenge with it; a phone still silent a second after our
+    answer has its challenge recorded meanwhile, for a DBA watching resync_status."""
+    dev = registered_device()
+    with dev.phone.answer("notify-challenge-silent", timeout=30) as uas:
+        conn.execute("SELECT autoprov.request_resync(%s, 'test')", (dev.mac,))
+        assert _outcome(conn, dev.mac, 5, ("sent", True)) == ("sent", True)
+        assert _outcome(conn, dev.mac, 20, ("no_answer", True)) == ("no_answer", True)
+        uas.result()
+
+
 def test_subscription_state_is_the_vendors_and_sql_changes_it(
     registered_device: Callable[..., Device], settings: Settings,
     conn: psycopg.Connection[Any],

@@ -157,3 +157,38 @@ def test_database_restart_loses_nothing(tmp_path: Path) -> None:
         stack.stop(node.service)
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_notify_kamailio_cannot_send_is_no_answer_not_a_retry_loop(
+    kamailio: RunningService, settings: Settings, new_subscriber: Any,
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A binding on a socket this proxy no longer listens on (its sip_listen changed since the
+    phone registered): Kamailio refuses the NOTIFY every time. After a few tries it is recorded
+    as no answer (the phone is tried again after its next REGISTER) instead of being queued
+    again every 20 ms until the binding expires; and the phones after it still get theirs."""
+    stuck, fine = new_subscriber(), new_subscriber()
+    assert line_phone(stuck, settings).register().ok
+    fine_phone = line_phone(fine, settings)
+    assert fine_phone.register().ok
+    conn.execute("UPDATE location SET socket = 'udp:127.0.0.1:9' WHERE username = %s",
+                 (stuck.username,))
+    stuck_mac = add_device(settings, stuck)
+    with fine_phone.answer("notify-challenge-401") as uas:
+        add_device(settings, fine)
+        assert "AUTH-VERIFIED" in uas.result().output
+    deadline = time.monotonic() + 10
+    row = None
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT outcome, request_state FROM autoprov.resync_status WHERE mac = %s"
+            " AND outcome NOT IN ('queued', 'sent')", (stuck_mac,)).fetchone()
+        if row:
+            break
+        time.sleep(0.1)
+    assert row == ("no_answer", "pending")
+    tries = conn.execute(
+        "SELECT count(*) FROM autoprov.resync_notify n JOIN autoprov.resync_request r"
+        " ON r.id = n.request_id JOIN autoprov.device d ON d.id = r.device_id"
+        " WHERE d.mac = %s", (stuck_mac,)).fetchone()
+    assert tries == (1,)  # one NOTIFY row, tried a few times, not a row per try
