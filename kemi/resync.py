@@ -328,22 +328,17 @@ def _challenge_header(code: int) -> str:
     return pv("$hdr(WWW-Authenticate)" if code == 401 else "$hdr(Proxy-Authenticate)")
 
 
-def _answer_challenge(nid: str, code: int, callid: str, cseq: int, stale_left: int,
-                      row_json: str) -> bool:
-    """Answer the challenge in this reply (the current message) with the line's credentials,
-    in the NOTIFY's dialog at CSeq + 1; False if it cannot be answered."""
-    row = json.loads(row_json)
+def _authorization(nid: str, code: int, row: list[object]) -> str:
+    """The header answering the challenge in this reply (the current message) with the line's
+    credentials; '' if it cannot be answered."""
     contact, username, password = str(row[2]), str(row[8]), str(row[9])
     try:
         value = digest.authorization(_challenge_header(code), "NOTIFY", contact, username,
                                      password, cnonce=_token())
     except digest.UnsupportedChallengeError as exc:
         KSR.warn(f"autoprov resync notify={nid} cannot answer challenge: {exc}\n")
-        return False
-    name = "Authorization" if code == 401 else "Proxy-Authorization"
-    # Noted before sending: the reply may reach another worker before this one returns.
-    KSR.htable.sht_sets(DIALOGS_TABLE, callid, _dialog(nid, cseq + 1, stale_left, True, row_json))
-    return _send_notify(row, callid, pv("$ft"), cseq + 1, f"{name}: {value}\r\n")
+        return ""
+    return f"{'Authorization' if code == 401 else 'Proxy-Authorization'}: {value}\r\n"
 
 
 def _queue(nid: str, stage: str, code: int, timed_out: bool, after_challenge: bool) -> None:
@@ -365,23 +360,52 @@ def on_reply() -> None:
     callid = pv("$ci")
     if not callid.startswith(CALLID_PREFIX):
         return
+    code = int(pv("$rs") or 0)
+    if code < 200:
+        return  # provisional
+    # Two workers may get the same reply at once (a phone answering tm's retransmission of a
+    # NOTIFY too): under the slot's lock one of them moves the dialog on, the other then finds
+    # it moved on (another CSeq) or gone.
+    KSR.htable.sht_lock(DIALOGS_TABLE, callid)
+    try:
+        step = _advance(callid, code)
+    finally:
+        KSR.htable.sht_unlock(DIALOGS_TABLE, callid)
+    if step is None:
+        return
+    nid, challenged, answer = step
+    if answer is not None:
+        row, cseq, authorization = answer
+        if _send_notify(row, callid, pv("$ft"), cseq, authorization):
+            return  # recorded with the final reply (or by the sweep, if that is slow)
+        KSR.htable.sht_rm(DIALOGS_TABLE, callid)
+    _queue(nid, "final", code, timed_out=False, after_challenge=challenged)
+
+
+def _advance(callid: str, code: int
+             ) -> tuple[str, bool, tuple[list[object], int, str] | None] | None:
+    """The dialog's next step for this final reply, under its lock: (NOTIFY id, challenged
+    before, the answer to send: row, CSeq, header) with the dialog noted for the answer's reply,
+    or without an answer with the dialog dropped; None when the reply is not for it."""
     state = KSR.htable.sht_get(DIALOGS_TABLE, callid)
     if state is None:
-        return
+        return None
     nid, cseq, stale_left, _sent, challenged, row_json = str(state).split("|", 5)
-    code = int(pv("$rs") or 0)
-    if code < 200 or pv("$cs") != cseq:
-        return  # provisional, or a late reply to a NOTIFY since answered with credentials
+    if pv("$cs") != cseq:
+        return None  # a late reply to a NOTIFY since answered with credentials
     if code in (401, 407):
-        if challenged == "0":
-            if _answer_challenge(nid, code, callid, int(cseq), int(stale_left), row_json):
-                return  # recorded with the final reply (or by the sweep, if that is slow)
-        # A stale nonce (RFC 7616 3.3): our credentials were right, the nonce expired meanwhile.
-        elif int(stale_left) > 0 and _stale(code) and _answer_challenge(
-                nid, code, callid, int(cseq), int(stale_left) - 1, row_json):
-            return
+        # A stale nonce (RFC 7616 3.3) on our answer: the credentials were right, the nonce
+        # expired meanwhile; answered again STALE_ANSWERS times at most.
+        left = int(stale_left) - (challenged != "0")
+        if challenged == "0" or (left >= 0 and _stale(code)):
+            row = json.loads(row_json)
+            authorization = _authorization(nid, code, row)
+            if authorization:
+                KSR.htable.sht_sets(DIALOGS_TABLE, callid,
+                                    _dialog(nid, int(cseq) + 1, left, True, row_json))
+                return nid, challenged != "0", (row, int(cseq) + 1, authorization)
     KSR.htable.sht_rm(DIALOGS_TABLE, callid)
-    _queue(nid, "final", code, timed_out=False, after_challenge=challenged == "1")
+    return nid, challenged != "0", None
 
 
 def _stale(code: int) -> bool:

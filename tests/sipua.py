@@ -122,7 +122,7 @@ class UserAgent:
                                   f"<sip:{self.user}@{self.domain}>", f"Expires: {expires}")
 
     def reply(self, request: str, status: int, reason: str, to_tag: str = "",
-              body: str = "") -> None:
+              body: str = "", extra: tuple[str, ...] = ()) -> None:
         """Answer a request received, copying Via, Record-Route, From, To (tagged), Call-ID."""
         lines = [f"SIP/2.0 {status} {reason}"]
         for line in request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]:
@@ -132,6 +132,7 @@ class UserAgent:
             elif name == "to":
                 lines.append(line + (f";tag={to_tag}" if to_tag and "tag=" not in line else ""))
         lines.append(f"Contact: {self.contact}")
+        lines += extra
         if body:
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body.encode())}")

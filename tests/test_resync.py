@@ -25,6 +25,7 @@ from tests.conftest import (
     random_mac,
 )
 from tests.sipp import Phone, SippResult
+from tests.sipua import UserAgent, status_of
 
 
 @dataclass
@@ -265,6 +266,38 @@ def test_phone_accepting_without_challenge(registered_device: Callable[..., Devi
     assert code == 0
     assert (info["contacts"][0]["outcome"], info["contacts"][0]["challenged"]) == \
         ("accepted", False)
+
+
+def test_a_challenge_that_arrives_twice_is_answered_once(
+    kamailio: RunningService, settings: Settings, new_subscriber: Any,
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Every reply reaches the core reply route, a repeated one too, in whichever worker: the
+    phone's 401 sent twice back to back (as when it also answers a retransmission of the
+    NOTIFY) gets one answer, and the outcome is that answer's."""
+    sub = new_subscriber()
+    _, host, port = settings.sip_listen[0].split(":")
+    phone = UserAgent(sub.username, sub.domain, sub.password, (host, int(port)))
+    try:
+        assert status_of(phone.register()) == 200
+        mac = add_device(settings, sub)
+        first = phone.receive(timeout=10)
+        assert first.startswith("NOTIFY "), first
+        challenge = 'Digest realm="phone", nonce="n0nce-twice", qop="auth"'
+        for _ in range(2):
+            phone.reply(first, 401, "Unauthorized", to_tag="ph",
+                        extra=(f"WWW-Authenticate: {challenge}",))
+        answer = phone.receive(timeout=5)
+        check_answer_in_dialog(first, answer)
+        auth = sipdigest.header(answer, "Authorization")
+        assert auth and sipdigest.valid(auth, "NOTIFY", sub.username, sub.password)
+        phone.reply(answer, 200, "OK", to_tag="ph")
+        with pytest.raises(TimeoutError):  # no second answer
+            more = phone.receive(timeout=1.5)
+            pytest.fail(f"a second answer: {more}")
+    finally:
+        phone.close()
+    assert _outcome(conn, mac, 5, ("accepted", True)) == ("accepted", True)
 
 
 def test_phone_rejecting_our_credentials_is_challenge_failed(
