@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Sequence
 
 import KSR
 import psycopg
@@ -102,7 +103,7 @@ def _proxy_contact(sock: str) -> str:
     return f"Contact: <sip:autoprov@{host}:{port};transport={proto}>\r\n"
 
 
-def _headers(row: tuple[object, ...]) -> str:
+def _headers(row: Sequence[object]) -> str:
     """What every NOTIFY of this row carries besides From, To, Call-ID and CSeq."""
     event, sock, state = str(row[7]), str(row[4] or ""), str(row[10] or "active")
     return (f"Event: {event_for(event, str(row[6]))}\r\nSubscription-State: {state}\r\n"
@@ -126,13 +127,13 @@ def _dialog(nid: object, cseq: int, stale_left: int, challenged: bool, row: str)
     return f"{nid}|{cseq}|{stale_left}|{time.time():.3f}|{int(challenged)}|{row}"
 
 
-def _send_notify(row: tuple[object, ...] | list[object], callid: str, from_tag: str, cseq: int,
+def _send_notify(row: Sequence[object], callid: str, from_tag: str, cseq: int,
                  authorization: str = "") -> bool:
     """The NOTIFY of this notify_send_info row, in dialog (Call-ID, From tag) at CSeq `cseq`."""
     aor, contact, received, sock = row[1:5]
     uri = f"sip:{aor}"
     headers = (f"From: <{uri}>;tag={from_tag}\r\nTo: <{uri}>\r\nCall-ID: {callid}\r\n"
-               f"CSeq: {cseq} NOTIFY\r\n{_headers(tuple(row))}{authorization}")
+               f"CSeq: {cseq} NOTIFY\r\n{_headers(row)}{authorization}")
     # received: behind NAT, where the REGISTER really came from (the next hop).
     return KSR.tm.t_uac_send("NOTIFY", str(contact), str(received or ""), str(sock or ""),
                              headers, "") > 0
@@ -167,17 +168,18 @@ def _not_sent(nid: str, sock: str) -> None:
     _window = max(MIN_WINDOW, _window // 2)
     _send_failed = True
     tries = _refused.pop(nid, 0) + 1
-    if tries >= SEND_ATTEMPTS:
+    if tries < SEND_ATTEMPTS:
+        try:
+            db.query("UPDATE autoprov.resync_notify SET state = 'queued', sent_at = NULL"
+                     " WHERE id = %s AND state = 'sent'", (int(nid),))
+            _refused[nid] = tries
+            return
+        except psycopg.Error:
+            pass  # still 'sent': recorded as unanswered
+    else:
         KSR.warn(f"autoprov resync notify={nid} not sent {tries} times (socket {sock}):"
                  " recorded as no answer\n")
-        _store(int(nid), "final", 0, True, False, time.time())
-        return
-    _refused[nid] = tries
-    try:
-        db.query("UPDATE autoprov.resync_notify SET state = 'queued', sent_at = NULL"
-                 " WHERE id = %s AND state = 'sent'", (int(nid),))
-    except psycopg.Error:  # still 'sent': recorded as unanswered
-        _store(int(nid), "final", 0, True, False, time.time())
+    _store(int(nid), "final", 0, True, False, time.time())  # (in flight: counted down above)
 
 
 def _send_rows(rows: list[tuple[object, ...]]) -> int:
@@ -341,12 +343,12 @@ def _authorization(nid: str, code: int, row: list[object]) -> str:
     return f"{'Authorization' if code == 401 else 'Proxy-Authorization'}: {value}\r\n"
 
 
-def _queue(nid: str, stage: str, code: int, timed_out: bool, after_challenge: bool) -> None:
-    if stage == "final":
-        KSR.htable.sht_dec(STATE_TABLE, IN_FLIGHT_KEY)
-    _store(int(nid), stage, code, timed_out, after_challenge, time.time())
+def _final(nid: str, code: int, timed_out: bool, after_challenge: bool) -> None:
+    """A NOTIFY's outcome, queued for the timer to record; it is no longer in flight."""
+    KSR.htable.sht_dec(STATE_TABLE, IN_FLIGHT_KEY)
+    _store(int(nid), "final", code, timed_out, after_challenge, time.time())
     if _DEBUG:
-        KSR.dbg(f"autoprov resync notify={nid} code={code} {stage}\n")
+        KSR.dbg(f"autoprov resync notify={nid} code={code} final\n")
 
 
 def _store(nid: int, stage: str, code: int, timed_out: bool, after_challenge: bool,
@@ -379,7 +381,7 @@ def on_reply() -> None:
         if _send_notify(row, callid, pv("$ft"), cseq, authorization):
             return  # recorded with the final reply (or by the sweep, if that is slow)
         KSR.htable.sht_rm(DIALOGS_TABLE, callid)
-    _queue(nid, "final", code, timed_out=False, after_challenge=challenged)
+    _final(nid, code, timed_out=False, after_challenge=challenged)
 
 
 def _advance(callid: str, code: int
@@ -435,7 +437,7 @@ def _sweep_dialogs() -> None:
         age = now - float(sent)
         if age >= ANSWER_TIMEOUT_S:
             more = KSR.htable.sht_iterator_rm("dl") > 0
-            _queue(nid, "final", 408, timed_out=True, after_challenge=challenged == "1")
+            _final(nid, 408, timed_out=True, after_challenge=challenged == "1")
             continue
         if challenged == "1" and CHALLENGE_HOLD_S <= age < CHALLENGE_HOLD_S + SWEEP_EVERY_S:
             _store(int(nid), "challenge", 0, False, False, float(sent))  # (no code recorded)

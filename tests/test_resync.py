@@ -199,7 +199,7 @@ def test_answer_to_a_challenge_that_gets_no_reply_is_no_answer(
     assert (contact["outcome"], contact["challenged"]) == ("no_answer", True)
 
 
-def _outcome(conn: psycopg.Connection[Any], mac: str, deadline_s: float,
+def outcome_when(conn: psycopg.Connection[Any], mac: str, deadline_s: float,
              wanted: tuple[str, bool]) -> tuple[str, bool] | None:
     """The latest NOTIFY's (outcome, challenged) once it is `wanted`, or the last seen."""
     row = None
@@ -222,8 +222,8 @@ def test_a_challenge_shows_while_our_answer_waits_for_the_phone(
     dev = registered_device()
     with dev.phone.answer("notify-challenge-silent", timeout=30) as uas:
         conn.execute("SELECT autoprov.request_resync(%s, 'test')", (dev.mac,))
-        assert _outcome(conn, dev.mac, 5, ("sent", True)) == ("sent", True)
-        assert _outcome(conn, dev.mac, 20, ("no_answer", True)) == ("no_answer", True)
+        assert outcome_when(conn, dev.mac, 5, ("sent", True)) == ("sent", True)
+        assert outcome_when(conn, dev.mac, 20, ("no_answer", True)) == ("no_answer", True)
         uas.result()
 
 
@@ -297,7 +297,7 @@ def test_a_challenge_that_arrives_twice_is_answered_once(
             pytest.fail(f"a second answer: {more}")
     finally:
         phone.close()
-    assert _outcome(conn, mac, 5, ("accepted", True)) == ("accepted", True)
+    assert outcome_when(conn, mac, 5, ("accepted", True)) == ("accepted", True)
 
 
 def test_phone_rejecting_our_credentials_is_challenge_failed(

@@ -26,7 +26,7 @@ from tests.conftest import (
 )
 from tests.ports import free_port
 from tests.sipp import Phone
-from tests.test_resync import add_device, wait_pending_in_proxy
+from tests.test_resync import add_device, outcome_when, wait_pending_in_proxy
 
 
 def proxy_of(settings: Settings) -> tuple[str, int]:
@@ -177,16 +177,9 @@ def test_a_notify_kamailio_cannot_send_is_no_answer_not_a_retry_loop(
     with fine_phone.answer("notify-challenge-401") as uas:
         add_device(settings, fine)
         assert "AUTH-VERIFIED" in uas.result().output
-    deadline = time.monotonic() + 10
-    row = None
-    while time.monotonic() < deadline:
-        row = conn.execute(
-            "SELECT outcome, request_state FROM autoprov.resync_status WHERE mac = %s"
-            " AND outcome NOT IN ('queued', 'sent')", (stuck_mac,)).fetchone()
-        if row:
-            break
-        time.sleep(0.1)
-    assert row == ("no_answer", "pending")
+    assert outcome_when(conn, stuck_mac, 10, ("no_answer", False)) == ("no_answer", False)
+    assert conn.execute("SELECT request_state FROM autoprov.resync_status WHERE mac = %s",
+                        (stuck_mac,)).fetchone() == ("pending",)
     tries = conn.execute(
         "SELECT count(*) FROM autoprov.resync_notify n JOIN autoprov.resync_request r"
         " ON r.id = n.request_id JOIN autoprov.device d ON d.id = r.device_id"
